@@ -1,0 +1,197 @@
+"""The records job end to end on the generated sample, in each input layout."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from pipeline import layouts
+from records import manifest, synsets
+from tests.pipeline_util import build_records, read_split
+
+LAYOUTS = ("tars", "folders", "kaggle")
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def built(request, sample_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp(f"records_{request.param}")
+    build_records(sample_dir / request.param, out)
+    return request.param, out
+
+
+def _records_by_name(out):
+    return {
+        split: {r.filename: r for shard in read_split(out, split).values() for r in shard}
+        for split in ("train", "validation")
+    }
+
+
+def test_every_valid_image_once_with_label_text_and_boxes(built, sample_truth):
+    layout, out = built
+    written = _records_by_name(out)
+    classes = {c["wnid"]: c for c in sample_truth["classes"]}
+    for image in sample_truth["images"]:
+        got = written[image["split"]].get(image["name"])
+        if not image["valid"]:
+            assert got is None, f"{layout}: hostile {image['name']} reached the records"
+            continue
+        assert got is not None, f"{layout}: {image['name']} missing"
+        assert (got.label, got.synset, got.text) == (image["label"], image["wnid"], classes[image["wnid"]]["text"])
+        assert len(got.boxes) == len(image["boxes"]), image["name"]
+        for got_box, want_box in zip(got.boxes, image["boxes"]):
+            assert got_box == pytest.approx(want_box, abs=1e-6), image["name"]
+    valid = {(i["split"], i["name"]) for i in sample_truth["images"] if i["valid"]}
+    assert {(s, n) for s, recs in written.items() for n in recs} == valid
+
+
+def test_stored_bytes_are_jpegs_matching_their_header_fields(built, sample_truth):
+    _, out = built
+    kinds = {i["name"]: i for i in sample_truth["images"]}
+    for split, records in _records_by_name(out).items():
+        for name, record in records.items():
+            decoded = Image.open(io.BytesIO(record.encoded))
+            decoded.load()
+            assert decoded.format == "JPEG" and record.format == "JPEG"
+            assert decoded.size == (record.width, record.height) == (kinds[name]["width"], kinds[name]["height"])
+            assert record.channels == len(decoded.getbands()) == kinds[name]["channels"]
+            assert record.colorspace == ("GRAY" if record.channels == 1 else "RGB")
+            if kinds[name]["kind"] in ("cmyk", "png"):
+                assert decoded.mode == "RGB", f"{name} ({kinds[name]['kind']}) not converted to RGB"
+
+
+def test_hostile_inputs_are_rejected_with_reasons(built, sample_truth):
+    _, out = built
+    rows = manifest.read_rejected(str(out))
+    image_rows = [r for r in rows if r[0] != "boxes"]
+    hostile = [i for i in sample_truth["images"] if not i["valid"]]
+    assert sorted((r[0], os.path.basename(r[1].split(":")[-1])) for r in image_rows) == sorted(
+        (i["split"], i["name"]) for i in hostile
+    )
+    reasons = {os.path.basename(r[1].split(":")[-1]): r[2] for r in image_rows}
+    for image in hostile:
+        expected = {"empty": "empty", "text": "not an image", "bomb": "too large", "truncated": "truncated"}
+        assert expected[image["kind"]] in reasons[image["name"]], reasons[image["name"]]
+
+
+def test_manifest_counts_prove_every_input_ended_somewhere(built, sample_truth):
+    layout, out = built
+    built_manifest = manifest.read_manifest(str(out))
+    for split in ("train", "validation"):
+        truth = [i for i in sample_truth["images"] if i["split"] == split]
+        stats = built_manifest.splits[split]
+        assert stats.num_examples + stats.num_rejected == len(truth)
+        assert stats.num_examples == sum(i["valid"] for i in truth)
+        assert [len(r) for _, r in sorted(read_split(out, split).items())] == list(stats.shard_counts)
+        assert max(stats.shard_counts) - min(stats.shard_counts) <= 1  # balanced
+        assert stats.conversions  # the CMYK and PNG files were converted
+    assert built_manifest.num_classes == sample_truth["num_classes"]
+    assert built_manifest.label_offset == 1
+    assert built_manifest.num_annotations_rejected == len(sample_truth["malformed_xml"])
+    table = synsets.SynsetTable.read_tsv(str(out / manifest.SYNSETS_NAME))
+    assert [(c["label"], c["wnid"], c["text"]) for c in sample_truth["classes"]] == [
+        (table.label_of(w), w, table.text_of(table.label_of(w))) for w in table.wnids
+    ]
+
+
+def test_training_shards_mix_classes(built, sample_truth):
+    _, out = built
+    for shard in read_split(out, "train").values():
+        assert len({r.synset for r in shard}) >= min(sample_truth["num_classes"], len(shard)) - 1
+
+
+@pytest.mark.slow
+def test_same_bytes_whatever_the_worker_count(sample_dir, tmp_path):
+    """One in-process worker vs the multi-process runner with 2 workers."""
+    build_records(sample_dir / "tars", tmp_path / "one")
+    build_records(sample_dir / "tars", tmp_path / "two", beam_args=(
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    names = sorted(n for n in os.listdir(tmp_path / "one") if "-of-" in n)
+    assert names and names == sorted(n for n in os.listdir(tmp_path / "two") if "-of-" in n)
+    for name in names + [manifest.REJECTED_NAME, manifest.SYNSETS_NAME]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_seed_changes_order_not_content(sample_dir, tmp_path):
+    build_records(sample_dir / "folders", tmp_path / "a", seed=1)
+    build_records(sample_dir / "folders", tmp_path / "b", seed=2)
+    a = {k: [r.filename for r in v] for k, v in read_split(tmp_path / "a", "train").items()}
+    b = {k: [r.filename for r in v] for k, v in read_split(tmp_path / "b", "train").items()}
+    assert a != b
+    assert sorted(sum(a.values(), [])) == sorted(sum(b.values(), []))
+
+
+@pytest.mark.slow
+def test_portable_runner_gives_the_same_shards(sample_dir, tmp_path):
+    """Beam's portable path (what Flink and Spark use), against the local job service."""
+    build_records(sample_dir / "tars", tmp_path / "direct")
+    build_records(sample_dir / "tars", tmp_path / "portable", beam_args=(
+        "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"))
+    for name in sorted(n for n in os.listdir(tmp_path / "direct") if "-of-" in n):
+        assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "portable" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_dataflow_job_translates_offline(sample_dir, tmp_path):
+    result = build_records(sample_dir / "tars", tmp_path / "out", beam_args=(
+        "--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
+        "--project=example-project", "--region=us-central1", "--temp_location=gs://example-bucket/tmp"))
+    transforms = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+    assert {"Index", "Assign", "JoinBoxes", "GroupByShard", "WriteShards", "WriteMetadata"} <= transforms
+    assert result.job.proto.type.name == "JOB_TYPE_BATCH"
+    assert not [n for n in os.listdir(tmp_path / "out") if "-of-" in n]  # nothing ran
+
+
+def test_missing_devkit_is_a_clear_error(sample_dir, tmp_path):
+    shutil.copy(sample_dir / "tars" / layouts.VAL_TAR, tmp_path)
+    with pytest.raises(layouts.LayoutError, match="ILSVRC2012_devkit_t12.tar.gz"):
+        layouts.plan(str(tmp_path))
+
+
+def test_unknown_layout_is_a_clear_error(tmp_path):
+    (tmp_path / "random.txt").write_text("hello")
+    with pytest.raises(layouts.LayoutError, match="unknown layout"):
+        layouts.plan(str(tmp_path))
+
+
+def test_label_file_with_wrong_length_is_a_clear_error(sample_dir, tmp_path):
+    shutil.copytree(sample_dir / "folders", tmp_path / "in")
+    labels = tmp_path / "in" / "ILSVRC2012_validation_labels.txt"
+    labels.write_text("\n".join(labels.read_text().split()[:-1]) + "\n")
+    with pytest.raises(layouts.LayoutError, match=r"ILSVRC2012_validation_labels.txt: \d+ labels for \d+"):
+        layouts.plan(str(tmp_path / "in"))
+
+
+def test_val_image_without_label_is_a_clear_error(sample_dir, tmp_path):
+    shutil.copytree(sample_dir / "kaggle", tmp_path / "in")
+    csv_path = tmp_path / "in" / "LOC_val_solution.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")
+    missing = lines[1].split(",")[0]
+    with pytest.raises(layouts.LayoutError, match=f"no label for validation image {missing}"):
+        layouts.plan(str(tmp_path / "in"))
+
+
+def test_existing_output_needs_overwrite(sample_dir, tmp_path):
+    from pipeline import build
+    build_records(sample_dir / "folders", tmp_path)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build.prepare_output(str(tmp_path), overwrite=False)
+
+
+@pytest.mark.slow
+def test_command_line_reports_counts(sample_dir, tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"--input_dir={sample_dir / 'kaggle'}", f"--output_dir={tmp_path}",
+         "--train_shards=2", "--validation_shards=1", "--direct_num_workers=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "images/s" in out.stdout and "rejected" in out.stdout
+    assert json.loads((tmp_path / "manifest.json").read_text())["splits"]["train"]["num_shards"] == 2
