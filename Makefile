@@ -71,6 +71,19 @@ dataflow: $(STAMP) ## run the records job on Dataflow: PROJECT=... REGION=... BU
 		--temp_location=gs://$(BUCKET)/tmp --staging_location=gs://$(BUCKET)/staging \
 		--setup_file=$(CURDIR)/setup.py --experiments=use_runner_v2 $(ARGS)
 
+train: $(STAMP) ## train and evaluate on RECORDS_DIR (default: the sample's records) into MODEL_DIR
+	$(if $(filter data/records,$(RECORDS_DIR)),@test -f $(RECORDS_DIR)/manifest.json || $(MAKE) --no-print-directory records)
+	$(PY) -m estimator.train --records_dir=$(RECORDS_DIR) --model_dir=$(MODEL_DIR) $(ARGS)
+
+inspect: $(STAMP) ## summarise a records build (ARGS="--sheet=sheet.png --plots=plots/")
+	$(PY) -m records inspect $(RECORDS_DIR) $(ARGS)
+
+verify: $(STAMP) ## read back every record of a build and check it against the manifest
+	$(PY) -m records verify $(RECORDS_DIR) $(ARGS)
+
+bench: $(STAMP) ## speed figures beside their baselines, measured in one run -> bench/results.json
+	$(PY) -m bench $(ARGS)
+
 clean: ## remove generated data (keeps .venv)
 	rm -rf data bench/out bench/results.json .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,423 @@
+"""Proof that a records build is whole: every byte of every shard read back and checked.
+
+A trainer that meets a damaged record fails hours into a run, or worse,
+silently learns from a wrong label; `verify` finds that up front and names the
+shard and record index, so the one shard can be rebuilt. Each shard is checked
+on its own (`verify_shard`), so the same function runs in a local process pool
+(`verify`) or as one Beam element per shard (`verify_with_beam`) for builds
+too large for one machine; only the small per-shard reports are combined and
+held against manifest.json.
+
+Per record: both TFRecord CRCs; every key of the contract's `PARSE_SPEC`
+present with the kind and arity the trainer's parser demands; a full Pillow
+decode of `image/encoded` whose size and channels agree with the stored
+height, width, channels and colorspace; the label within 1..N and agreeing
+with synsets.tsv on wnid and text; boxes inside [0, 1] and well-formed.
+Per build: the set of shard files is exactly what manifest.json lists, and
+the per-shard, per-class and rejected counts agree with it.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import posixpath
+import tempfile
+import time
+import uuid
+import warnings
+from typing import Iterable, Iterator, Sequence
+
+import tensorflow as tf
+from absl import logging
+from PIL import Image, ImageFile
+
+from records import features, manifest, shards, tfrecord
+from records.synsets import SynsetTable
+
+DEFAULT_MAX_PROBLEMS_PER_SHARD = 20
+_SPEC_KIND = {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}
+# What a decoded JPEG's Pillow mode must be stored as: (channels, colorspace).
+_MODE_FIELDS = {"RGB": (3, "RGB"), "L": (1, "GRAY")}
+_BOX_CORNERS = (features.BBOX_XMIN, features.BBOX_YMIN, features.BBOX_XMAX, features.BBOX_YMAX)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardReport:
+    """What one shard held and what was wrong with it; small, so it travels between processes."""
+
+    path: str
+    num_records: int  # records whose frames (and CRCs) read back, good or bad
+    num_bytes: int
+    class_counts: dict[str, int]  # wnid -> records, as the records say
+    problems: tuple[str, ...]  # the first few, each naming shard and record index
+    num_bad_records: int  # every record with a problem (problems lists at most a few)
+    complete: bool  # False when a framing error or I/O error stopped the read
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """The verdict on a whole build: empty `problems` means every check passed."""
+
+    records_dir: str
+    shards: tuple[ShardReport, ...]
+    problems: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def num_records(self) -> int:
+        return sum(s.num_records for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.num_bytes for s in self.shards)
+
+    @property
+    def records_per_second(self) -> float:
+        return self.num_records / max(self.seconds, 1e-9)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the build should hold (from manifest.json) against what is on disk."""
+
+    records_dir: str
+    built: manifest.Manifest
+    table: SynsetTable
+    shard_paths: tuple[str, ...]  # expected and present, in name order
+    expected_counts: dict[str, int]  # shard name -> records, per manifest.json
+    problems: tuple[str, ...]  # build-level: missing/stray shards, table, rejected.tsv
+
+
+# --- one shard ------------------------------------------------------------------------
+
+
+def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_MAX_PROBLEMS_PER_SHARD) -> ShardReport:
+    """Reads and checks every record of one shard; never raises on bad data.
+
+    A framing error (CRC, truncation) ends the read, since nothing after it
+    can be trusted to start on a record boundary.
+    """
+    started = time.monotonic()
+    name = posixpath.basename(path)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # would let a truncated JPEG "decode"
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    problems: list[str] = []
+    num_bad = num_records = num_bytes = 0
+    class_counts: collections.Counter = collections.Counter()
+    complete = True
+
+    def report(message: str) -> None:
+        nonlocal num_bad
+        num_bad += 1
+        if len(problems) < max_problems:
+            problems.append(message)
+
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            for index, data in enumerate(tfrecord.read_frames(f)):
+                num_records += 1
+                num_bytes += len(data) + 16
+                wnid, filename, errors = check_record(data, table)
+                if wnid is not None:
+                    class_counts[wnid] += 1
+                if errors:
+                    where = f"{name} record {index}" + (f" ({filename})" if filename else "")
+                    report(f"{where}: {'; '.join(errors)}")
+    except tfrecord.CorruptRecordError as error:
+        complete = False
+        report(f"{name} {error}; the rest of the shard cannot be read: rebuild this shard")
+    except (OSError, tf.errors.OpError) as error:
+        complete = False
+        report(f"{name}: cannot read after {num_records} records ({_one_line(error)})")
+    return ShardReport(path, num_records, num_bytes, dict(class_counts), tuple(problems), num_bad, complete,
+                       time.monotonic() - started)
+
+
+def check_record(data: bytes, table: SynsetTable) -> tuple[str | None, str, list[str]]:
+    """(the record's wnid or None if unparsable, its file name or '', what is wrong with it or [])."""
+    try:
+        example = tf.train.Example.FromString(data)
+    except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError and friends on junk
+        return None, "", [f"not a tf.train.Example ({_one_line(error)})"]
+    errors = spec_problems(example)
+    if errors:
+        return None, "", errors
+    try:
+        record = features.from_example(data)
+    except (ValueError, UnicodeDecodeError) as error:  # a default-valued key the spec tolerates but we write
+        return None, "", [f"records.features.from_example cannot read it ({_one_line(error)})"]
+    errors = _label_problems(record, table) + _box_problems(example, record) + _image_problems(record)
+    return record.synset, record.filename, errors
+
+
+def spec_problems(example: tf.train.Example) -> list[str]:
+    """What would make the trainer's `parse_example` (PARSE_SPEC) fail on this Example.
+
+    Checked in Python from the spec itself, so it costs no TensorFlow op per
+    record and follows the contract when a key is added.
+    """
+    problems = []
+    feature = example.features.feature
+    for key, spec in features.PARSE_SPEC.items():
+        want = _SPEC_KIND[spec.dtype]
+        kind = feature[key].WhichOneof("kind") if key in feature else None
+        if kind is None:  # absent, or present with no list at all: TF parses both as missing
+            if isinstance(spec, tf.io.FixedLenFeature) and spec.default_value is None:
+                problems.append(f"missing required feature {key!r}")
+            continue
+        count = len(getattr(feature[key], want).value)
+        if kind != want:
+            problems.append(f"feature {key!r} is a {kind}, the parse spec wants a {want}")
+        elif isinstance(spec, tf.io.FixedLenFeature) and count != 1:
+            problems.append(f"feature {key!r} has {count} values, the parse spec wants 1")
+    return problems
+
+
+def _label_problems(record: features.ImageRecord, table: SynsetTable) -> list[str]:
+    if not 1 <= record.label <= len(table):
+        return [f"label {record.label} outside 1..{len(table)} (synsets.tsv has {len(table)} classes)"]
+    problems = []
+    if table.wnid_of(record.label) != record.synset:
+        problems.append(f"label {record.label} is {table.wnid_of(record.label)} in synsets.tsv, "
+                        f"but the record says {record.synset!r}")
+    if table.text_of(record.label) != record.text:
+        problems.append(f"label {record.label} text is {table.text_of(record.label)!r} in synsets.tsv, "
+                        f"but the record says {record.text!r}")
+    return problems
+
+
+def _box_problems(example: tf.train.Example, record: features.ImageRecord) -> list[str]:
+    feature = example.features.feature
+    lengths = [len(feature[k].float_list.value) if k in feature else 0 for k in _BOX_CORNERS]
+    labels = list(feature[features.BBOX_LABEL].int64_list.value) if features.BBOX_LABEL in feature else []
+    if len(set(lengths)) != 1:
+        return [f"box corner lists differ in length (xmin, ymin, xmax, ymax: {lengths})"]
+    problems = []
+    if len(labels) != lengths[0] or any(label != record.label for label in labels):
+        problems.append(f"{features.BBOX_LABEL} {labels} does not give label {record.label} once per box")
+    for number, (xmin, ymin, xmax, ymax) in enumerate(record.boxes):
+        if not (0.0 <= xmin <= xmax <= 1.0 and 0.0 <= ymin <= ymax <= 1.0):
+            problems.append(f"box {number} {(xmin, ymin, xmax, ymax)} is not inside [0, 1] with min <= max")
+    return problems
+
+
+def _image_problems(record: features.ImageRecord) -> list[str]:
+    if record.format != "JPEG":
+        return [f"image/format is {record.format!r}; readers decode image/encoded as JPEG"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(record.encoded), formats=("JPEG", "MPO"))
+            image.load()
+    except Exception as error:  # noqa: BLE001 - Pillow raises anything on hostile bytes
+        return [f"image/encoded does not decode as JPEG ({_one_line(error)}; {len(record.encoded)} bytes)"]
+    problems = []
+    if image.size != (record.width, record.height):
+        problems.append(f"image is {image.width}x{image.height} but the record says "
+                        f"width {record.width}, height {record.height}")
+    if image.mode not in _MODE_FIELDS:
+        problems.append(f"image is a {image.mode} JPEG; readers expect RGB or grayscale")
+    elif _MODE_FIELDS[image.mode] != (record.channels, record.colorspace):
+        channels, colorspace = _MODE_FIELDS[image.mode]
+        problems.append(f"image is {image.mode} ({channels} channels, {colorspace}) but the record says "
+                        f"{record.channels} channels, {record.colorspace}")
+    return problems
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+
+
+# --- the whole build ------------------------------------------------------------------
+
+
+def verify(records_dir: str, workers: int | None = None, *,
+           max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD, progress_every_secs: float = 10.0) -> Report:
+    """Checks every shard in `workers` processes (None: all cores; 1: this process).
+
+    Raises FileNotFoundError/ValueError (naming the file and the fix) only
+    when there is no build to check: no manifest.json or an unreadable
+    synsets.tsv. Everything else ends up in `Report.problems`.
+    """
+    started = time.monotonic()
+    plan = _plan(records_dir)
+    workers = workers or os.cpu_count() or 1
+    logging.info("verifying %d shards of %s with %d workers", len(plan.shard_paths), records_dir, workers)
+    reports = _with_progress(_run_local(plan, workers, max_problems_per_shard), len(plan.shard_paths),
+                             started, progress_every_secs)
+    return _combine(plan, reports, time.monotonic() - started)
+
+
+def verify_with_beam(records_dir: str, beam_args: Sequence[str], *,
+                     max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD) -> Report:
+    """The same checks as a Beam job: one element per shard, reports combined here.
+
+    The combined per-shard reports come back through a JSON file under the
+    job's --temp_location (the local temp dir if none is given), the one
+    place both the workers and this process can reach.
+    """
+    import apache_beam as beam  # only this path needs Beam; records/ must import without it
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    started = time.monotonic()
+    plan = _plan(records_dir)
+    options = PipelineOptions(list(beam_args))
+    scratch = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+    report_path = posixpath.join(scratch, f"records-verify-{uuid.uuid4().hex}.json")
+    logging.info("verifying %d shards of %s as a Beam job", len(plan.shard_paths), records_dir)
+    with beam.Pipeline(options=options) as root:
+        _ = (
+            root
+            | "Shards" >> beam.Create(list(plan.shard_paths))
+            | "Spread" >> beam.Reshuffle()
+            | "Verify" >> beam.Map(verify_shard, plan.table, max_problems=max_problems_per_shard)
+            | "ToDict" >> beam.Map(dataclasses.asdict)
+            | "Gather" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(_write_json, report_path)
+        )
+    with tf.io.gfile.GFile(report_path) as f:
+        reports = [_shard_report_from_dict(d) for d in json.load(f)]
+    tf.io.gfile.remove(report_path)
+    return _combine(plan, reports, time.monotonic() - started)
+
+
+def _write_json(value, path: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(value, f)
+
+
+def _shard_report_from_dict(raw: dict) -> ShardReport:
+    return ShardReport(**{**raw, "problems": tuple(raw["problems"])})
+
+
+def _run_local(plan: _Plan, workers: int, max_problems: int) -> Iterator[ShardReport]:
+    paths = plan.shard_paths
+    if workers <= 1 or len(paths) <= 1:
+        for path in paths:
+            yield verify_shard(path, plan.table, max_problems=max_problems)
+        return
+    # forkserver, not fork: the caller may hold TensorFlow threads and locks a fork would copy mid-use.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(paths)), mp_context=context) as pool:
+        futures = [pool.submit(verify_shard, path, plan.table, max_problems=max_problems) for path in paths]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def _with_progress(reports: Iterable[ShardReport], total: int, started: float, every_secs: float) -> list[ShardReport]:
+    done, records, last_log = [], 0, time.monotonic()
+    for shard_report in reports:
+        done.append(shard_report)
+        records += shard_report.num_records
+        if shard_report.num_bad_records:
+            logging.warning("%s: %d bad records, first: %s", shard_report.name, shard_report.num_bad_records,
+                            shard_report.problems[0])
+        now = time.monotonic()
+        if now - last_log >= every_secs or len(done) == total:
+            last_log = now
+            logging.info("verified %d/%d shards, %d records, %.0f records/s", len(done), total, records,
+                         records / max(now - started, 1e-9))
+    return done
+
+
+def _plan(records_dir: str) -> _Plan:
+    built = manifest.read_manifest(records_dir)
+    table = SynsetTable.read_tsv(posixpath.join(records_dir, manifest.SYNSETS_NAME))
+    problems = []
+    if built.num_classes != len(table):
+        problems.append(f"manifest.json says {built.num_classes} classes but synsets.tsv lists {len(table)}")
+    expected = {}
+    for split, stats in sorted(built.splits.items()):
+        for index, count in enumerate(stats.shard_counts):
+            expected[shards.shard_name(split, index, stats.num_shards)] = count
+    on_disk = {posixpath.basename(p) for p in tf.io.gfile.glob(posixpath.join(records_dir, "*-?????-of-?????"))}
+    on_disk = {n for n in on_disk if shards.parse_shard_name(n)}
+    for name in sorted(set(expected) - on_disk):
+        split = shards.parse_shard_name(name)[0]
+        problems.append(f"{name}: missing (manifest.json lists {built.splits[split].num_shards} {split} shards); "
+                        "restore the file or rebuild the records")
+    for name in sorted(on_disk - set(expected)):
+        problems.append(f"{name}: not listed in manifest.json (left from another build?); readers glob every "
+                        "shard in the directory, so remove it or rebuild into an empty directory")
+    problems += _rejected_problems(records_dir, built)
+    paths = tuple(posixpath.join(records_dir, n) for n in sorted(set(expected) & on_disk))
+    return _Plan(records_dir, built, table, paths, expected, tuple(problems))
+
+
+def _rejected_problems(records_dir: str, built: manifest.Manifest) -> list[str]:
+    if not tf.io.gfile.exists(posixpath.join(records_dir, manifest.REJECTED_NAME)):
+        if built.num_rejected or built.num_annotations_rejected:
+            return [f"{manifest.REJECTED_NAME} missing but manifest.json counts {built.num_rejected} rejected images"]
+        return []
+    try:
+        rows = manifest.read_rejected(records_dir)
+    except ValueError as error:
+        return [str(error)]
+    per_split = collections.Counter(row[0] for row in rows)
+    problems = []
+    for split, stats in sorted(built.splits.items()):
+        if per_split[split] != stats.num_rejected:
+            problems.append(f"{manifest.REJECTED_NAME} lists {per_split[split]} rejected {split} images, "
+                            f"manifest.json says {stats.num_rejected}")
+    others = sum(n for split, n in per_split.items() if split not in built.splits)
+    if others != built.num_annotations_rejected:
+        problems.append(f"{manifest.REJECTED_NAME} lists {others} rejected box files, "
+                        f"manifest.json says {built.num_annotations_rejected}")
+    return problems
+
+
+def _combine(plan: _Plan, reports: Iterable[ShardReport], seconds: float) -> Report:
+    by_name = {r.name: r for r in reports}
+    problems = list(plan.problems)
+    for path in plan.shard_paths:
+        if posixpath.basename(path) not in by_name:  # only a runner losing work could do this; never pass it
+            problems.append(f"{posixpath.basename(path)}: no report came back, so it was not verified; run again")
+    for name, shard_report in sorted(by_name.items()):
+        problems += shard_report.problems
+        unlisted = shard_report.num_bad_records - len(shard_report.problems)
+        if unlisted > 0:
+            problems.append(f"{name}: {unlisted} more bad records not listed")
+        expected = plan.expected_counts[name]
+        if shard_report.complete and shard_report.num_records != expected:
+            problems.append(f"{name}: holds {shard_report.num_records} records, manifest.json says {expected}")
+    for split, stats in sorted(plan.built.splits.items()):
+        split_reports = [by_name.get(shards.shard_name(split, i, stats.num_shards)) for i in range(stats.num_shards)]
+        if not all(r is not None and r.complete for r in split_reports):
+            continue  # a missing or cut shard is reported already; its classes cannot be counted
+        counted = collections.Counter()
+        for shard_report in split_reports:
+            counted.update(shard_report.class_counts)
+        wrong = sorted(w for w in set(counted) | set(stats.class_counts) if counted[w] != stats.class_counts.get(w, 0))
+        if wrong:
+            listed = ", ".join(f"{w} {counted[w]} vs {stats.class_counts.get(w, 0)}" for w in wrong[:5])
+            problems.append(f"{split}: records per class disagree with manifest.json for {len(wrong)} classes "
+                            f"(shards vs manifest: {listed})")
+    ordered = tuple(by_name[n] for n in sorted(by_name))
+    return Report(plan.records_dir, ordered, tuple(problems), seconds)
+
+
+def format_report(report: Report) -> str:
+    """The lines the CLI prints: every problem, then one summary line."""
+    rate = f"{report.num_records} records ({report.num_bytes / 1e6:.1f} MB) in {len(report.shards)} shards, " \
+           f"{report.seconds:.1f}s, {report.records_per_second:.0f} records/s"
+    if report.ok:
+        return f"verified {rate}: {report.records_dir} is intact"
+    lines = [f"  {p}" for p in report.problems]
+    lines.append(f"FAILED: {len(report.problems)} problems in {report.records_dir} ({rate})")
+    return "\n".join(lines)
