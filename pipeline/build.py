@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline import boxes as boxes_lib
 from pipeline import tars
+from pipeline import layouts
 from pipeline.layouts import Plan, Unit
 from records import features, images, manifest, shards, tfrecord
 from records.synsets import SynsetTable
@@ -96,8 +97,14 @@ class IndexUnit(beam.DoFn):
             found = [(m.name, unit.path, m.offset, m.size) for m in tars.list_members(unit.path)]
         else:
             pattern = posixpath.join(unit.path, "*")
-            matched = FileSystems.match([pattern])[0].metadata_list
-            found = [(m.path, m.path, -1, m.size_in_bytes) for m in matched if not _is_dir(m.path)]
+            matched = [m for m in FileSystems.match([pattern])[0].metadata_list if not _is_dir(m.path)]
+            # Same rule as planning: a folder's images are its files with an image extension.
+            skipped = [m.path for m in matched if not layouts.is_image_name(m.path)]
+            if skipped:
+                Metrics.counter(METRICS_NAMESPACE, "non_image_files_skipped").inc(len(skipped))
+                logging.warning("%s: skipped %d files without an image extension, e.g. %s",
+                                unit.path, len(skipped), skipped[0])
+            found = [(m.path, m.path, -1, m.size_in_bytes) for m in matched if layouts.is_image_name(m.path)]
         refs = []
         for member, path, offset, size in found:
             name = posixpath.basename(member)

@@ -202,7 +202,7 @@ def _plan_folders(
     wnids = train_wnids or val_wnids
     val_names: list[str] = []
     if val_dir and not val_wnids:
-        val_names = sorted(n for n in tf.io.gfile.listdir(val_dir) if _is_image_name(n))
+        val_names = sorted(n for n in tf.io.gfile.listdir(val_dir) if is_image_name(n))
     if text_file:
         table = _table_from_file(text_file, wnids)
     elif wnids:
@@ -243,7 +243,8 @@ def _wnid_dirs(path: str) -> list[str]:
     return sorted(n.rstrip("/") for n in tf.io.gfile.listdir(path) if _WNID.match(n.rstrip("/")))
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """By extension: how folders are listed. Content is judged later, per image."""
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
