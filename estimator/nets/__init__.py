@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from estimator.nets import layers, resnet, squeezenext
 
-_Builder = Callable[[tf.Tensor, int, bool, str], tf.Tensor]
+_Builder = Callable[[tf.Tensor, int, bool, str, float], tf.Tensor]
 
 _NETWORKS: dict[str, tuple[_Builder, int]] = {
     **{name: (functools.partial(squeezenext.build, spec), squeezenext.IMAGE_SIZE)
@@ -42,7 +42,8 @@ def default_image_size(name: str) -> int:
 
 
 def build_network(name: str, images: tf.Tensor, num_classes: int, is_training: bool,
-                  data_format: str = 'channels_last') -> tf.Tensor:
+                  data_format: str = 'channels_last',
+                  batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
     """Float32 logits [batch, num_classes] for normalised float32 NHWC `images`.
 
     Variables live under a scope named after the network (e.g.
@@ -62,4 +63,4 @@ def build_network(name: str, images: tf.Tensor, num_classes: int, is_training: b
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f'{name}: num_classes must be a positive int, got {num_classes!r}')
     with tf.compat.v1.variable_scope(name):
-        return tf.cast(builder(images, num_classes, is_training, data_format), tf.float32)
+        return tf.cast(builder(images, num_classes, is_training, data_format, batch_norm_momentum), tf.float32)

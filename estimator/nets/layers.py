@@ -74,7 +74,8 @@ def conv2d(inputs: tf.Tensor, filters: int, kernel_size: int | Sequence[int], *,
                         data_format='NCHW' if axis == 1 else 'NHWC')
 
 
-def batch_norm(inputs: tf.Tensor, is_training: bool, data_format: str) -> tf.Tensor:
+def batch_norm(inputs: tf.Tensor, is_training: bool, data_format: str,
+               momentum: float = BATCH_NORM_MOMENTUM) -> tf.Tensor:
     """Fused batch norm under scope `bn`; training queues its updates in UPDATE_OPS.
 
     Hand-rolled on get_variable rather than tf.compat.v1.layers: same
@@ -101,7 +102,7 @@ def batch_norm(inputs: tf.Tensor, is_training: bool, data_format: str) -> tf.Ten
             is_training=True)
         with tf.compat.v1.name_scope('moving_average_updates'):
             for moving, batch_value in ((moving_mean, batch_mean), (moving_variance, batch_variance)):
-                update = moving.assign_sub((moving - batch_value) * (1.0 - BATCH_NORM_MOMENTUM),
+                update = moving.assign_sub((moving - batch_value) * (1.0 - momentum),
                                            read_value=False)
                 tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
         return outputs
@@ -109,12 +110,13 @@ def batch_norm(inputs: tf.Tensor, is_training: bool, data_format: str) -> tf.Ten
 
 def conv_bn(inputs: tf.Tensor, filters: int, kernel_size: int | Sequence[int], *, name: str,
             is_training: bool, data_format: str, strides: int = 1, padding: str = 'SAME',
-            groups: int = 1, relu: bool = True) -> tf.Tensor:
+            groups: int = 1, relu: bool = True,
+            batch_norm_momentum: float = BATCH_NORM_MOMENTUM) -> tf.Tensor:
     """Convolution, batch norm and (optionally) ReLU under one scope `name`."""
     with tf.compat.v1.variable_scope(name):
         outputs = conv2d(inputs, filters, kernel_size, strides=strides, padding=padding,
                          groups=groups, data_format=data_format)
-        outputs = batch_norm(outputs, is_training, data_format)
+        outputs = batch_norm(outputs, is_training, data_format, batch_norm_momentum)
         return tf.nn.relu(outputs) if relu else outputs
 
 

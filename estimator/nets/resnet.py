@@ -30,7 +30,8 @@ def _fixed_padding(inputs: tf.Tensor, kernel_size: int, data_format: str) -> tf.
 
 
 def _conv_bn(inputs: tf.Tensor, filters: int, kernel_size: int, *, strides: int = 1,
-             relu: bool = True, name: str, is_training: bool, data_format: str) -> tf.Tensor:
+             relu: bool = True, name: str, is_training: bool, data_format: str,
+             batch_norm_momentum: float) -> tf.Tensor:
     with tf.compat.v1.variable_scope(name):
         padding = 'SAME'
         if strides > 1:
@@ -38,13 +39,13 @@ def _conv_bn(inputs: tf.Tensor, filters: int, kernel_size: int, *, strides: int 
             padding = 'VALID'
         outputs = layers.conv2d(inputs, filters, kernel_size, strides=strides, padding=padding,
                                 data_format=data_format)
-        outputs = layers.batch_norm(outputs, is_training, data_format)
+        outputs = layers.batch_norm(outputs, is_training, data_format, batch_norm_momentum)
         return tf.nn.relu(outputs) if relu else outputs
 
 
 def _bottleneck(inputs: tf.Tensor, width: int, *, strides: int, project: bool,
-                is_training: bool, data_format: str) -> tf.Tensor:
-    unit = dict(is_training=is_training, data_format=data_format)
+                is_training: bool, data_format: str, batch_norm_momentum: float) -> tf.Tensor:
+    unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     if project:
         shortcut = _conv_bn(inputs, width * EXPANSION, 1, strides=strides, relu=False,
                             name='shortcut', **unit)
@@ -56,9 +57,10 @@ def _bottleneck(inputs: tf.Tensor, width: int, *, strides: int, project: bool,
     return tf.nn.relu(tf.add(shortcut, outputs, name='residual'))
 
 
-def build(images: tf.Tensor, num_classes: int, is_training: bool, data_format: str) -> tf.Tensor:
+def build(images: tf.Tensor, num_classes: int, is_training: bool, data_format: str,
+          batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
     """Logits [batch, num_classes] for NHWC `images`, in the caller's variable scope."""
-    unit = dict(is_training=is_training, data_format=data_format)
+    unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     net = layers.to_data_format(images, data_format)
     net = _conv_bn(net, 64, 7, strides=2, name='conv1', **unit)
     net = layers.max_pool(net, padding='SAME', data_format=data_format)

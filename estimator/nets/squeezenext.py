@@ -57,8 +57,8 @@ SPECS: dict[str, SqueezeNextSpec] = {
 
 
 def _block(inputs: tf.Tensor, channels: int, *, strides: int, project: bool, groups: int,
-           is_training: bool, data_format: str) -> tf.Tensor:
-    unit = dict(is_training=is_training, data_format=data_format)
+           is_training: bool, data_format: str, batch_norm_momentum: float) -> tf.Tensor:
+    unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     if project:
         shortcut = layers.conv_bn(inputs, channels, 1, strides=strides, name='shortcut', **unit)
     else:
@@ -73,9 +73,9 @@ def _block(inputs: tf.Tensor, channels: int, *, strides: int, project: bool, gro
 
 
 def build(spec: SqueezeNextSpec, images: tf.Tensor, num_classes: int, is_training: bool,
-          data_format: str) -> tf.Tensor:
+          data_format: str, batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
     """Logits [batch, num_classes] for NHWC `images`, in the caller's variable scope."""
-    unit = dict(is_training=is_training, data_format=data_format)
+    unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     net = layers.to_data_format(images, data_format)
     net = layers.conv_bn(net, STEM_CHANNELS, spec.stem_kernel, strides=2, padding='VALID',
                          name='conv1', **unit)
