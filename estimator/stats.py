@@ -80,6 +80,12 @@ def _is_backprop(op_name: str) -> bool:
     return any(part.startswith('gradients') for part in op_name.split('/'))
 
 
+def _is_other_replica(op_name: str) -> bool:
+    """MirroredStrategy builds the model once per replica, the copies under
+    `replica_1/`, `replica_2/`...; one model is counted, as on one device."""
+    return re.match(r'replica_[1-9]\d*/', op_name) is not None
+
+
 def _source_variable(tensor: tf.Tensor) -> tf.Operation | None:
     """The variable op a weight tensor reads, or None if it is not a variable."""
     op = tensor.op
@@ -211,7 +217,7 @@ def model_stats(graph: tf.Graph) -> list[LayerStats]:
     counter = _Counter()
     rows: dict[str, list[_OpCount]] = {}
     for op in graph.get_operations():
-        if _is_backprop(op.name):
+        if _is_backprop(op.name) or _is_other_replica(op.name):
             continue
         counted = counter.count(op)
         if counted is not None:

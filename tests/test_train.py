@@ -1,5 +1,6 @@
 """estimator/train.py end to end: learning, resuming, fine-tuning, distribution, and the CLI's errors."""
 
+import csv
 import glob
 import json
 import os
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from _records_util import flip_byte, write_records_dir
-from estimator import train
+from estimator import stats, train
 from records import manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,6 +159,11 @@ def test_mirrored_over_two_cpu_devices(records_dir, tmp_path):
     assert "device:CPU:0', '/job:localhost/replica:0/task:0/device:CPU:1')" in result.stderr
     metrics = json.load(open(model_dir / train.METRICS_NAME))
     assert metrics["global_step"] == 1 and metrics["num_examples"] == 6 * NUM_CLASSES
+    # Model statistics count one replica's model, not one per device.
+    with open(model_dir / "model_stats.csv") as f:
+        total = next(row for row in csv.DictReader(f) if row["layer"] == "total")
+    single = stats.totals(stats.network_stats("sqnxt_1_0_23", 32, NUM_CLASSES))
+    assert int(total["params"]) == single.params
 
 
 @pytest.mark.slow
