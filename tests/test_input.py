@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _records_util import flip_byte, make_records, write_records_dir, write_split
+from records_util import flip_byte, make_records, write_records_dir, write_split
 from estimator import input as input_lib
 from estimator import preprocessing
 from records import features, manifest, shards

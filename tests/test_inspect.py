@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from records import inspect, manifest
-from tests.pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline import layouts
 from records import manifest, synsets
-from tests.pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split
 
 LAYOUTS = ("tars", "folders", "kaggle")
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from estimator import export, input as input_lib, predict, train
 from records import synsets
-from tests.pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split
 from tests.test_predict import calibrate_batch_norm, sample_files
 
 pytestmark = pytest.mark.slow

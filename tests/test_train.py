@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from _records_util import flip_byte, write_records_dir
+from records_util import flip_byte, write_records_dir
 from estimator import stats, train
 from records import manifest
 

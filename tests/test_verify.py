@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from records import features, manifest, synsets, tfrecord, verify
-from tests.pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2
