@@ -86,15 +86,16 @@ export: $(STAMP) ## write a SavedModel (JPEG/PNG bytes in, top-5 names out) of M
 DEMO_DIR        := data/demo
 DEMO_TRAIN_ARGS := --model=sqnxt_1_0_23 --image_size=64 --batch_size=32 --train_steps=300 \
 	--learning_rate=0.4 --warmup_steps=30 --batch_norm_momentum=0.9 --log_every_n_steps=50 --save_graph_def=false
-DEMO_IMAGES      = $(shell $(PY) -c 'import json; t = json.load(open("$(SAMPLE_DIR)/truth.json")); \
-	print(" ".join(["$(SAMPLE_DIR)/folders/val/" + i["name"] for i in t["images"] if i["split"] == "validation" and i["valid"]][:4]))')
+# Four valid validation images of the sample, listed when the recipe runs (after the sample exists).
+DEMO_IMAGES      = $(PY) -c 'import json; t = json.load(open("$(SAMPLE_DIR)/truth.json")); \
+	print(" ".join(["$(SAMPLE_DIR)/folders/val/" + i["name"] for i in t["images"] if i["split"] == "validation" and i["valid"]][:4]))'
 
 demo: $(STAMP) ## the whole chain on the sample: records, train, export, predict
 	@$(MAKE) --no-print-directory records
 	rm -rf $(DEMO_DIR)
 	$(PY) -m estimator.train --records_dir=$(OUT_DIR) --model_dir=$(DEMO_DIR)/model $(DEMO_TRAIN_ARGS)
 	$(PY) -m estimator.export --model_dir=$(DEMO_DIR)/model --export_dir=$(DEMO_DIR)/export
-	$(PY) -m estimator.predict --model_dir=$(DEMO_DIR)/model $(DEMO_IMAGES)
+	$(PY) -m estimator.predict --model_dir=$(DEMO_DIR)/model $$($(DEMO_IMAGES))
 	@$(PY) -c 'import json; print("\nDemo done. Validation top-1 {top1:.1%}, top-5 {top5:.1%} over {num_examples} images " \
 		"after {global_step} steps (chance: 10%).".format(**json.load(open("$(DEMO_DIR)/model/metrics.json"))))'
 	@echo "  sample:  $(SAMPLE_DIR)  (tars/, folders/, kaggle/)"
