@@ -44,7 +44,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from estimator import model, preprocessing
-from estimator.train import TRAIN_CONFIG_NAME, read_train_config
+from estimator.train import TRAIN_CONFIG_NAME, read_class_table, read_train_config
 from records import images as record_images
 from records import manifest, synsets
 
@@ -119,19 +119,11 @@ def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_form
     Raises FileNotFoundError / ValueError naming the missing piece and the fix.
     """
     config = read_train_config(model_dir)
-    synsets_path = os.path.join(model_dir, manifest.SYNSETS_NAME)
-    if not tf.io.gfile.exists(synsets_path):
-        raise FileNotFoundError(
-            f"{synsets_path} not found: estimator.train copies it from the records build; "
-            "copy the build's synsets.tsv into the model_dir"
-        )
-    table = synsets.SynsetTable.read_tsv(synsets_path)
-    if len(table) != config["num_classes"]:
-        raise ValueError(
-            f"{synsets_path} lists {len(table)} classes but {model_dir}/{TRAIN_CONFIG_NAME} says the "
-            f"model has {config['num_classes']}: the files come from different builds; copy the synsets.tsv "
-            "of the build the model was trained on"
-        )
+    table = read_class_table(
+        model_dir, config["num_classes"], counted_in=f"{model_dir}/{TRAIN_CONFIG_NAME}",
+        fix="estimator.train copies it from the records build; copy the synsets.tsv of the build the model "
+            "was trained on into the model_dir",
+    )
     if checkpoint_path is None:
         checkpoint_path = tf.train.latest_checkpoint(model_dir)
         if checkpoint_path is None:

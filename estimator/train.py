@@ -141,6 +141,24 @@ def read_train_config(model_dir: str) -> dict[str, Any]:
     return config
 
 
+def read_class_table(directory: str, num_classes: int, *, counted_in: str, fix: str) -> synsets.SynsetTable:
+    """`directory`/synsets.tsv, checked to hold the `num_classes` that `counted_in` declares.
+
+    Both ends of a model_dir need this check: training before it copies the
+    table in, prediction before it names classes with it.
+    """
+    path = os.path.join(directory, manifest.SYNSETS_NAME)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: {fix}")
+    table = synsets.SynsetTable.read_tsv(path)
+    if len(table) != num_classes:
+        raise ValueError(
+            f"{path} lists {len(table)} classes but {counted_in} says {num_classes}: "
+            f"the files come from different builds; {fix}"
+        )
+    return table
+
+
 def prepare_model_dir(records_dir: str, model_dir: str, train_config: dict[str, Any]) -> None:
     """Copies manifest.json + synsets.tsv and writes train_config.json; refuses to
     reuse a model_dir whose model differs (its checkpoint could not be restored)."""
@@ -155,18 +173,9 @@ def prepare_model_dir(records_dir: str, model_dir: str, train_config: dict[str, 
                 f"{model_dir} holds a different model ({details}); pass the same flags to resume it, "
                 "or use a new --model_dir (with --fine_tune_ckpt to start from its weights)"
             )
-    synsets_path = os.path.join(records_dir, manifest.SYNSETS_NAME)
-    if not tf.io.gfile.exists(synsets_path):
-        raise FileNotFoundError(
-            f"{synsets_path} not found: the records build is incomplete (predict needs the synset table); "
-            "rebuild it with `make records`"
-        )
-    table = synsets.SynsetTable.read_tsv(synsets_path)
-    if len(table) != train_config["num_classes"]:
-        raise ValueError(
-            f"{synsets_path} lists {len(table)} classes but manifest.json says {train_config['num_classes']}: "
-            "the two files come from different builds; rebuild the records with `make records`"
-        )
+    read_class_table(records_dir, train_config["num_classes"], counted_in="manifest.json",
+                     fix="the records build is incomplete or mixed (predict needs the synset table); "
+                         "rebuild it with `make records`")
     for name in (manifest.MANIFEST_NAME, manifest.SYNSETS_NAME):
         tf.io.gfile.copy(os.path.join(records_dir, name), os.path.join(model_dir, name), overwrite=True)
     _write_json(config_path, train_config)

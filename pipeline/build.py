@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
-import io
 import posixpath
 import tarfile
 import threading
