@@ -49,8 +49,10 @@ class Figure:
         return self.value <= self.target if self.lower_is_better else self.value >= self.target
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-               for k, v in dataclasses.asdict(self).items()}  # JSON has no NaN
+        out = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in dataclasses.asdict(self).items()
+        }  # JSON has no NaN
         out["ratio"] = self.ratio
         out["target_met"] = self.target_met
         return out

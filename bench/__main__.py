@@ -47,13 +47,21 @@ _MODULES, _BROKEN = _import_sections()
 _HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sections", list(SECTIONS), f"Sections to run, any of: {', '.join(SECTIONS)}.")
-flags.DEFINE_string("workdir", os.path.join(_HERE, "out"), "Generated data (cached between runs), logs, scratch output.")
-flags.DEFINE_string("results", os.path.join(_HERE, "results.json"), "Where the figures go (merged with earlier sections).")
+flags.DEFINE_string(
+    "workdir", os.path.join(_HERE, "out"), "Generated data (cached between runs), logs, scratch output."
+)
+flags.DEFINE_string(
+    "results", os.path.join(_HERE, "results.json"), "Where the figures go (merged with earlier sections)."
+)
 
 
 def _machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "load_average_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def _number(value: float) -> str:
@@ -126,7 +134,7 @@ def main(argv: list[str]) -> None:
             failed.append(name)
             continue
         done[name] = {
-            "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - started, 1),
             "machine": machine,
             "figures": [f.to_json() for f in figures],
@@ -134,8 +142,10 @@ def main(argv: list[str]) -> None:
         shown += figures
     if done:
         write_results(FLAGS.results, done)
-    print(f"\nbench ({', '.join(done) or 'nothing'}; {machine['cpus']} CPUs, load average at start "
-          f"{machine['load_average_at_start'][0]:.1f}) -> {FLAGS.results}\n")
+    print(
+        f"\nbench ({', '.join(done) or 'nothing'}; {machine['cpus']} CPUs, load average at start "
+        f"{machine['load_average_at_start'][0]:.1f}) -> {FLAGS.results}\n"
+    )
     print(table(shown))
     for figure in shown:
         if figure.target is not None and figure.note:

@@ -46,23 +46,39 @@ class BenchDataset:
         return self.num_train + self.num_val
 
 
-def ensure_dataset(cache_dir: str, num_images: int, *, num_classes: int = 16, val_fraction: float = 0.1,
-                   pool_per_class: int = 12, seed: int = 0) -> BenchDataset:
+def ensure_dataset(
+    cache_dir: str,
+    num_images: int,
+    *,
+    num_classes: int = 16,
+    val_fraction: float = 0.1,
+    pool_per_class: int = 12,
+    seed: int = 0,
+) -> BenchDataset:
     """The dataset with these parameters under `cache_dir`, generated unless already there."""
     if not 1 <= num_classes <= len(sample.CLASS_CATALOG):
-        raise ValueError(f"num_classes={num_classes}: the bench uses pipeline/sample.py's real ImageNet "
-                         f"classes; choose 1..{len(sample.CLASS_CATALOG)}")
+        raise ValueError(
+            f"num_classes={num_classes}: the bench uses pipeline/sample.py's real ImageNet "
+            f"classes; choose 1..{len(sample.CLASS_CATALOG)}"
+        )
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction={val_fraction}: must be strictly between 0 and 1")
     num_val = max(1, round(num_images * val_fraction))
     num_train = num_images - num_val
     if num_train < num_classes:
-        raise ValueError(f"num_images={num_images} leaves {num_train} training images for {num_classes} "
-                         "classes; ask for more images or fewer classes")
-    params = {"format_version": FORMAT_VERSION, "num_train": num_train, "num_val": num_val,
-              "num_classes": num_classes, "pool_per_class": pool_per_class, "seed": seed}
-    input_dir = os.path.join(cache_dir, f"ilsvrc2012-n{num_images}-c{num_classes}-v{num_val}-"
-                                        f"p{pool_per_class}-s{seed}")
+        raise ValueError(
+            f"num_images={num_images} leaves {num_train} training images for {num_classes} "
+            "classes; ask for more images or fewer classes"
+        )
+    params = {
+        "format_version": FORMAT_VERSION,
+        "num_train": num_train,
+        "num_val": num_val,
+        "num_classes": num_classes,
+        "pool_per_class": pool_per_class,
+        "seed": seed,
+    }
+    input_dir = os.path.join(cache_dir, f"ilsvrc2012-n{num_images}-c{num_classes}-v{num_val}-p{pool_per_class}-s{seed}")
     marker = os.path.join(input_dir, MARKER)
     if os.path.exists(marker):
         with open(marker) as f:
@@ -97,13 +113,13 @@ def _classes(num_classes: int, rng: np.random.Generator) -> list[dict]:
     """Sorted-wnid classes with 1-based labels and shuffled devkit IDs, as meta_mat_bytes wants."""
     chosen = sorted(sample.CLASS_CATALOG[:num_classes])
     ids = [int(i) + 1 for i in rng.permutation(num_classes)]
-    return [{"label": index + 1, "wnid": wnid, "text": text, "gloss": gloss, "family": family,
-             "ilsvrc2012_id": ilsvrc_id}
-            for index, ((wnid, text, family, gloss), ilsvrc_id) in enumerate(zip(chosen, ids))]
+    return [
+        {"label": index + 1, "wnid": wnid, "text": text, "gloss": gloss, "family": family, "ilsvrc2012_id": ilsvrc_id}
+        for index, ((wnid, text, family, gloss), ilsvrc_id) in enumerate(zip(chosen, ids))
+    ]
 
 
-def _generate(input_dir: str, num_train: int, num_val: int, num_classes: int, pool_per_class: int,
-              seed: int) -> int:
+def _generate(input_dir: str, num_train: int, num_val: int, num_classes: int, pool_per_class: int, seed: int) -> int:
     rng = np.random.default_rng(seed)
     classes = _classes(num_classes, rng)
     pool = jpeg_pool(num_classes, pool_per_class, seed)
@@ -130,14 +146,17 @@ def _generate(input_dir: str, num_train: int, num_val: int, num_classes: int, po
 
     id_of_label = {c["label"]: c["ilsvrc2012_id"] for c in classes}
     ground_truth = "".join(f"{id_of_label[int(label)]}\n" for label in val_labels).encode()
-    devkit = _tar_bytes([
-        (f"{sample.DEVKIT_DIR}/data/meta.mat", sample.meta_mat_bytes(classes, max(per_class))),
-        (f"{sample.DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt", ground_truth),
-    ])
+    devkit = _tar_bytes(
+        [
+            (f"{sample.DEVKIT_DIR}/data/meta.mat", sample.meta_mat_bytes(classes, max(per_class))),
+            (f"{sample.DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt", ground_truth),
+        ]
+    )
     with open(os.path.join(input_dir, sample.DEVKIT_TAR), "wb") as f:
         f.write(gzip.compress(devkit, mtime=0))
-    logging.info("bench dataset: %d train + %d val JPEGs (%.0f MB) in %s", num_train, num_val,
-                 num_bytes / 1e6, input_dir)
+    logging.info(
+        "bench dataset: %d train + %d val JPEGs (%.0f MB) in %s", num_train, num_val, num_bytes / 1e6, input_dir
+    )
     return num_bytes
 
 

@@ -38,8 +38,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("predict_model", "sqnxt_1_0_23", "Network to time (estimator/nets names).")
 flags.DEFINE_integer("predict_image_size", None, "Input size; default: the network's published size.")
 flags.DEFINE_integer("predict_num_classes", 1000, "Classes of the timed network.", lower_bound=1)
-flags.DEFINE_integer("predict_images", 100, "N: images in the large CLI run and the large SavedModel batch.",
-                     lower_bound=2)
+flags.DEFINE_integer(
+    "predict_images", 100, "N: images in the large CLI run and the large SavedModel batch.", lower_bound=2
+)
 flags.DEFINE_integer("predict_repeats", 3, "CLI runs per measurement; the fastest counts.", lower_bound=1)
 flags.DEFINE_integer("predict_calls", 10, "SavedModel calls per batch size; the median counts.", lower_bound=1)
 
@@ -81,8 +82,12 @@ def _ensure_model_dir(model_dir: str, model_name: str, image_size: int, num_clas
     from estimator import model, predict
     from records import manifest, synsets
 
-    config = {"model": model_name, "image_size": image_size, "num_classes": num_classes,
-              "label_offset": synsets.LABEL_OFFSET}
+    config = {
+        "model": model_name,
+        "image_size": image_size,
+        "num_classes": num_classes,
+        "label_offset": synsets.LABEL_OFFSET,
+    }
     config_path = os.path.join(model_dir, predict.TRAIN_CONFIG_NAME)
     if tf.train.latest_checkpoint(model_dir) and os.path.exists(config_path):
         with open(config_path) as f:
@@ -98,8 +103,9 @@ def _ensure_model_dir(model_dir: str, model_name: str, image_size: int, num_clas
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
         tf.compat.v1.train.get_or_create_global_step()
-        model.model_fn({"image": images}, None, tf.estimator.ModeKeys.PREDICT, params,
-                       tf.estimator.RunConfig(model_dir=model_dir))
+        model.model_fn(
+            {"image": images}, None, tf.estimator.ModeKeys.PREDICT, params, tf.estimator.RunConfig(model_dir=model_dir)
+        )
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().save(session, os.path.join(model_dir, "model.ckpt"), global_step=0)
@@ -114,8 +120,9 @@ def _process_seconds(argv: list[str], log_path: str) -> float:
     seconds = time.monotonic() - started
     if done.returncode != 0:
         with open(log_path, errors="replace") as f:
-            raise RuntimeError(f"{' '.join(argv[:4])} ... exited with {done.returncode}; log {log_path}:\n"
-                               f"{f.read()[-3000:]}")
+            raise RuntimeError(
+                f"{' '.join(argv[:4])} ... exited with {done.returncode}; log {log_path}:\n{f.read()[-3000:]}"
+            )
     return seconds
 
 
@@ -158,8 +165,13 @@ def run(workdir: str) -> list[Figure]:
     floor = _repeated([sys.executable, "-c", "import tensorflow"], os.path.join(logs, "import.log"))
     one = _repeated(cli + paths[:1], os.path.join(logs, "cli-1.log"))
     many = _repeated(cli + paths, os.path.join(logs, f"cli-{count}.log"))
-    logging.info("predict CLI: %.2fs for 1 image, %.2fs for %d (TensorFlow import alone %.2fs)",
-                 min(one), min(many), count, min(floor))
+    logging.info(
+        "predict CLI: %.2fs for 1 image, %.2fs for %d (TensorFlow import alone %.2fs)",
+        min(one),
+        min(many),
+        count,
+        min(floor),
+    )
 
     export_path = export.export(model_dir, os.path.join(root, "exports"))
     try:
@@ -172,18 +184,55 @@ def run(workdir: str) -> list[Figure]:
     what = f"{FLAGS.predict_model} at {image_size}px, {FLAGS.predict_num_classes} classes; {os.cpu_count()} CPUs"
     fastest = f"whole process, fastest of {FLAGS.predict_repeats}"
     return [
-        Figure("predict CLI: wall time, 1 image", min(one), "s", "python -c 'import tensorflow'", min(floor),
-               lower_is_better=True, note=f"{fastest}; {what}", low=min(one), high=max(one)),
-        Figure(f"predict CLI: wall time, {count} images", min(many), "s", "predict CLI, 1 image", min(one),
-               lower_is_better=True, note=f"{fastest}; one checkpoint restore for all images",
-               low=min(many), high=max(many)),
-        Figure(f"predict CLI: marginal time per image, 1->{count}", (min(many) - min(one)) / (count - 1) * 1e3,
-               "ms", f"SavedModel per image at batch {count}", batch / count, lower_is_better=True,
-               note="(t_N - t_1) / (N - 1): what each further file costs (read, normalise, decode, network)"),
-        Figure("SavedModel: latency, batch of 1", single, "ms", lower_is_better=True,
-               note=f"loaded in-process, JPEG bytes in, top-5 out; median of {FLAGS.predict_calls}; {what}",
-               low=min(calls[1]) * 1e3, high=max(calls[1]) * 1e3),
-        Figure(f"SavedModel: latency, batch of {count}", batch, "ms", f"{count} calls of batch 1", single * count,
-               lower_is_better=True, note=f"median of {FLAGS.predict_calls}",
-               low=min(calls[count]) * 1e3, high=max(calls[count]) * 1e3),
+        Figure(
+            "predict CLI: wall time, 1 image",
+            min(one),
+            "s",
+            "python -c 'import tensorflow'",
+            min(floor),
+            lower_is_better=True,
+            note=f"{fastest}; {what}",
+            low=min(one),
+            high=max(one),
+        ),
+        Figure(
+            f"predict CLI: wall time, {count} images",
+            min(many),
+            "s",
+            "predict CLI, 1 image",
+            min(one),
+            lower_is_better=True,
+            note=f"{fastest}; one checkpoint restore for all images",
+            low=min(many),
+            high=max(many),
+        ),
+        Figure(
+            f"predict CLI: marginal time per image, 1->{count}",
+            (min(many) - min(one)) / (count - 1) * 1e3,
+            "ms",
+            f"SavedModel per image at batch {count}",
+            batch / count,
+            lower_is_better=True,
+            note="(t_N - t_1) / (N - 1): what each further file costs (read, normalise, decode, network)",
+        ),
+        Figure(
+            "SavedModel: latency, batch of 1",
+            single,
+            "ms",
+            lower_is_better=True,
+            note=f"loaded in-process, JPEG bytes in, top-5 out; median of {FLAGS.predict_calls}; {what}",
+            low=min(calls[1]) * 1e3,
+            high=max(calls[1]) * 1e3,
+        ),
+        Figure(
+            f"SavedModel: latency, batch of {count}",
+            batch,
+            "ms",
+            f"{count} calls of batch 1",
+            single * count,
+            lower_is_better=True,
+            note=f"median of {FLAGS.predict_calls}",
+            low=min(calls[count]) * 1e3,
+            high=max(calls[count]) * 1e3,
+        ),
     ]

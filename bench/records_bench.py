@@ -56,28 +56,44 @@ import sys
 import tarfile
 import threading
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from absl import app, flags, logging
 
 from bench import Figure, data
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("records_sizes", ["4000", "16000"], "Two dataset sizes N,kN (images, train + val); the "
-                  "marginal rate is measured between them. Their difference must dwarf the run-to-run jitter.")
+flags.DEFINE_list(
+    "records_sizes",
+    ["4000", "16000"],
+    "Two dataset sizes N,kN (images, train + val); the "
+    "marginal rate is measured between them. Their difference must dwarf the run-to-run jitter.",
+)
 flags.DEFINE_list("records_modes", ["decode", "header"], "The pipeline's --validate modes to measure.")
 flags.DEFINE_integer("records_repeats", 4, "Runs of each pipeline measurement; the fastest counts.", lower_bound=1)
-flags.DEFINE_integer("records_baseline_repeats", 1, "Runs of each baseline measurement (one process, so it "
-                     "jitters far less than the multi-process job).", lower_bound=1)
-flags.DEFINE_float("records_busy_share", 0.15, "Share of all cores other processes may use during a counted run "
-                   "before its figures are marked contended.")
-flags.DEFINE_integer("records_images_per_shard", 125, "Images per output shard; shard counts scale with the "
-                     "size, as for real ImageNet.", lower_bound=1)
+flags.DEFINE_integer(
+    "records_baseline_repeats",
+    1,
+    "Runs of each baseline measurement (one process, so it jitters far less than the multi-process job).",
+    lower_bound=1,
+)
+flags.DEFINE_float(
+    "records_busy_share",
+    0.15,
+    "Share of all cores other processes may use during a counted run before its figures are marked contended.",
+)
+flags.DEFINE_integer(
+    "records_images_per_shard",
+    125,
+    "Images per output shard; shard counts scale with the size, as for real ImageNet.",
+    lower_bound=1,
+)
 flags.DEFINE_integer("records_classes", 16, "Classes in the generated dataset.", lower_bound=1)
 flags.DEFINE_float("records_val_fraction", 0.1, "Share of the images in the validation tar.")
 flags.DEFINE_integer("records_sample_ms", 50, "Memory sampling period, milliseconds.", lower_bound=5)
-flags.DEFINE_list("records_pipeline_args", [], "Extra flags for `python -m pipeline`, e.g. Beam's "
-                  "--direct_num_workers=2.")
+flags.DEFINE_list(
+    "records_pipeline_args", [], "Extra flags for `python -m pipeline`, e.g. Beam's --direct_num_workers=2."
+)
 
 TARGET_IMAGES_PER_S = {"decode": 2000.0, "header": 4000.0}
 TARGET_RSS_GROWTH = 1.20  # peak at kN / peak at N
@@ -209,8 +225,9 @@ class _TreeSampler(threading.Thread):
     def run(self) -> None:
         while not self._done.is_set():
             now = tree_memory(self._root)
-            self.peak = TreeMemory(*(max(a, b) for a, b in zip(dataclasses.astuple(self.peak),
-                                                                 dataclasses.astuple(now))))
+            self.peak = TreeMemory(
+                *(max(a, b) for a, b in zip(dataclasses.astuple(self.peak), dataclasses.astuple(now)))
+            )
             self._done.wait(self._period)
 
     def stop(self) -> None:
@@ -239,9 +256,17 @@ def measure_process(argv: Sequence[str], log_path: str, sample_s: float) -> Proc
         raise RuntimeError(f"{' '.join(argv[:4])} ... exited with {process.returncode}; log {log_path}:\n{tail}")
     cpu = usage.ru_utime + usage.ru_stime
     peak = sampler.peak
-    return ProcessRun(wall_s=wall, cpu_s=cpu, other_cpu_s=max(0.0, busy - cpu - own),
-                      peak_tree=peak.private_plus_libraries, peak_tree_anon=peak.anon, peak_tree_rss=peak.rss,
-                      peak_single_rss=peak.largest, num_processes=peak.processes, log=log_path)
+    return ProcessRun(
+        wall_s=wall,
+        cpu_s=cpu,
+        other_cpu_s=max(0.0, busy - cpu - own),
+        peak_tree=peak.private_plus_libraries,
+        peak_tree_anon=peak.anon,
+        peak_tree_rss=peak.rss,
+        peak_single_rss=peak.largest,
+        num_processes=peak.processes,
+        log=log_path,
+    )
 
 
 # --- the runs -----------------------------------------------------------------------
@@ -250,26 +275,42 @@ def measure_process(argv: Sequence[str], log_path: str, sample_s: float) -> Proc
 def run_pipeline(dataset: data.BenchDataset, mode: str, output_dir: str, log_path: str) -> ProcessRun:
     per_shard = FLAGS.records_images_per_shard
     shutil.rmtree(output_dir, ignore_errors=True)
-    argv = [sys.executable, "-m", "pipeline", f"--input_dir={dataset.input_dir}", f"--output_dir={output_dir}",
-            f"--validate={mode}", f"--train_shards={math.ceil(dataset.num_train / per_shard)}",
-            f"--validation_shards={math.ceil(dataset.num_val / per_shard)}", *FLAGS.records_pipeline_args]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        f"--input_dir={dataset.input_dir}",
+        f"--output_dir={output_dir}",
+        f"--validate={mode}",
+        f"--train_shards={math.ceil(dataset.num_train / per_shard)}",
+        f"--validation_shards={math.ceil(dataset.num_val / per_shard)}",
+        *FLAGS.records_pipeline_args,
+    ]
     measured = measure_process(argv, log_path, FLAGS.records_sample_ms / 1000)
     from records import manifest  # deferred: imports TensorFlow
 
     built = manifest.read_manifest(output_dir)
     written = sum(s.num_examples for s in built.splits.values())
     if written != dataset.num_images or built.num_rejected:
-        raise RuntimeError(f"pipeline wrote {written} of {dataset.num_images} images and rejected "
-                           f"{built.num_rejected} (see {output_dir}/rejected.tsv, log {log_path}); "
-                           "a broken build's speed means nothing")
+        raise RuntimeError(
+            f"pipeline wrote {written} of {dataset.num_images} images and rejected "
+            f"{built.num_rejected} (see {output_dir}/rejected.tsv, log {log_path}); "
+            "a broken build's speed means nothing"
+        )
     shutil.rmtree(output_dir)
     return dataclasses.replace(measured, images=written)
 
 
 def run_baseline(dataset: data.BenchDataset, output_dir: str, log_path: str) -> ProcessRun:
     shutil.rmtree(output_dir, ignore_errors=True)
-    argv = [sys.executable, "-m", "bench.records_bench", f"--convert_input_dir={dataset.input_dir}",
-            f"--convert_output_dir={output_dir}", f"--convert_images_per_shard={FLAGS.records_images_per_shard}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.records_bench",
+        f"--convert_input_dir={dataset.input_dir}",
+        f"--convert_output_dir={output_dir}",
+        f"--convert_images_per_shard={FLAGS.records_images_per_shard}",
+    ]
     measured = measure_process(argv, log_path, FLAGS.records_sample_ms / 1000)
     with open(log_path) as f:
         found = re.findall(r"BASELINE_IMAGES=(\d+)", f.read())
@@ -284,8 +325,9 @@ def _sizes() -> tuple[int, int]:
     try:
         small, large = (int(s) for s in FLAGS.records_sizes)
     except ValueError:
-        raise app.UsageError(f"--records_sizes={','.join(FLAGS.records_sizes)}: want two image counts, "
-                             "like 4000,16000") from None
+        raise app.UsageError(
+            f"--records_sizes={','.join(FLAGS.records_sizes)}: want two image counts, like 4000,16000"
+        ) from None
     if not 0 < small < large:
         raise app.UsageError(f"--records_sizes={small},{large}: want 0 < N < kN, like 4000,16000")
     return small, large
@@ -298,8 +340,12 @@ def run(workdir: str) -> list[Figure]:
     if unknown:
         raise app.UsageError(f"--records_modes: unknown {sorted(unknown)}; choose from decode,header")
     root = os.path.join(workdir, "records")
-    datasets = {n: data.ensure_dataset(os.path.join(root, "data"), n, num_classes=FLAGS.records_classes,
-                                       val_fraction=FLAGS.records_val_fraction) for n in (small, large)}
+    datasets = {
+        n: data.ensure_dataset(
+            os.path.join(root, "data"), n, num_classes=FLAGS.records_classes, val_fraction=FLAGS.records_val_fraction
+        )
+        for n in (small, large)
+    }
     logs = os.path.join(root, "logs")
     os.makedirs(logs, exist_ok=True)
     output_dir = os.path.join(root, "records-out")
@@ -328,11 +374,21 @@ def _other_share(run_: ProcessRun) -> float:
 def _log_run(subject: str, run_: ProcessRun) -> None:
     what = BASELINE if subject == "baseline" else f"pipeline --validate={subject}"
     busy = _other_share(run_) > FLAGS.records_busy_share
-    logging.info("%s, %d images: %.1fs wall, %.1fs CPU (other processes used %.0f%% of the machine%s); peak tree "
-                 "memory %.0f MB (anonymous %.0f MB; summed RSS %.0f MB) over %d processes, largest %.0f MB", what,
-                 run_.images, run_.wall_s, run_.cpu_s, 100 * _other_share(run_), ": CONTENDED" if busy else "",
-                 run_.peak_tree / MB, run_.peak_tree_anon / MB, run_.peak_tree_rss / MB, run_.num_processes,
-                 run_.peak_single_rss / MB)
+    logging.info(
+        "%s, %d images: %.1fs wall, %.1fs CPU (other processes used %.0f%% of the machine%s); peak tree "
+        "memory %.0f MB (anonymous %.0f MB; summed RSS %.0f MB) over %d processes, largest %.0f MB",
+        what,
+        run_.images,
+        run_.wall_s,
+        run_.cpu_s,
+        100 * _other_share(run_),
+        ": CONTENDED" if busy else "",
+        run_.peak_tree / MB,
+        run_.peak_tree_anon / MB,
+        run_.peak_tree_rss / MB,
+        run_.num_processes,
+        run_.peak_single_rss / MB,
+    )
 
 
 # --- figures ------------------------------------------------------------------------
@@ -376,9 +432,11 @@ def _rate(images: int, seconds: float) -> float:
 def _marginal(small: _Summary, large: _Summary) -> tuple[float, float, float]:
     """(images/s from the fastest runs, lowest and highest any pairing of the runs gives)."""
     extra = large.images - small.images
-    return (_rate(extra, large.wall_s - small.wall_s),
-            _rate(extra, max(large.walls) - min(small.walls)),
-            _rate(extra, min(large.walls) - max(small.walls)) if min(large.walls) > max(small.walls) else math.inf)
+    return (
+        _rate(extra, large.wall_s - small.wall_s),
+        _rate(extra, max(large.walls) - min(small.walls)),
+        _rate(extra, min(large.walls) - max(small.walls)) if min(large.walls) > max(small.walls) else math.inf,
+    )
 
 
 def _fixed_cost_s(summary: _Summary, marginal: float) -> float:
@@ -405,58 +463,126 @@ def _walls(summary: _Summary) -> str:
 
 
 def _memory_note(summary: _Summary) -> str:
-    return (f"private memory of {summary.num_processes} processes + libraries once; anonymous "
-            f"{summary.peak_tree_anon / MB:.0f} MB; summed RSS {summary.peak_tree_rss / MB:.0f} MB; largest process "
-            f"{summary.peak_single_rss / MB:.0f} MB")
+    return (
+        f"private memory of {summary.num_processes} processes + libraries once; anonymous "
+        f"{summary.peak_tree_anon / MB:.0f} MB; summed RSS {summary.peak_tree_rss / MB:.0f} MB; largest process "
+        f"{summary.peak_single_rss / MB:.0f} MB"
+    )
 
 
-def figures(runs: dict[tuple[str, int], list[ProcessRun]], datasets: dict[int, data.BenchDataset],
-            modes: Sequence[str]) -> list[Figure]:
+def figures(
+    runs: dict[tuple[str, int], list[ProcessRun]], datasets: dict[int, data.BenchDataset], modes: Sequence[str]
+) -> list[Figure]:
     small, large = sorted(datasets)
     summary = {key: _summarise(value) for key, value in runs.items()}
     base_s, base_l = summary[("baseline", small)], summary[("baseline", large)]
     base_rate = _marginal(base_s, base_l)[0]
     kb_per_image = datasets[large].num_bytes / datasets[large].num_images / 1024
     other = max(s.other_cpu_share for s in summary.values())
-    contended = (f"CONTENDED: other processes used up to {other:.0%} of the CPUs in the runs counted, so times "
-                 "are inflated and the marginal rate is unreliable; " if other > FLAGS.records_busy_share else
-                 f"other processes used at most {other:.0%} of the CPUs in the runs counted; ")
+    contended = (
+        f"CONTENDED: other processes used up to {other:.0%} of the CPUs in the runs counted, so times "
+        "are inflated and the marginal rate is unreliable; "
+        if other > FLAGS.records_busy_share
+        else f"other processes used at most {other:.0%} of the CPUs in the runs counted; "
+    )
     out = []
     for mode in modes:
         job_s, job_l = summary[(mode, small)], summary[(mode, large)]
         rate, rate_low, rate_high = _marginal(job_s, job_l)
         prefix = f"records --validate={mode}"
         out += [
-            Figure(f"{prefix}: marginal throughput {small}->{large} images", rate, "images/s", BASELINE, base_rate,
-                   target=TARGET_IMAGES_PER_S[mode], low=rate_low, high=rate_high,
-                   note=f"{contended}(kN - N) / (t_kN - t_N), fastest of {len(job_s.walls)} and "
-                        f"{len(job_l.walls)} runs; range = any pairing of runs; CPU-bound ceiling "
-                        f"{_ceiling(job_s, job_l):,.0f} images/s (a rate above it is jitter); {kb_per_image:.0f} KB "
-                        "per JPEG"),
-            Figure(f"{prefix}: fixed cost per run", _fixed_cost_s(job_s, rate), "s", BASELINE,
-                   _fixed_cost_s(base_s, base_rate), lower_is_better=True,
-                   note="wall time at zero images: t_N - N / marginal rate (startup, planning, teardown)"),
-            Figure(f"{prefix}: marginal CPU time per image", _cpu_ms_per_image(job_s, job_l), "ms", BASELINE,
-                   _cpu_ms_per_image(base_s, base_l), lower_is_better=True,
-                   note="all processes, least CPU time over the runs; over wall ms per image = cores kept busy"),
-            Figure(f"{prefix}: wall time, {small} images", job_s.wall_s, "s", BASELINE, base_s.wall_s,
-                   lower_is_better=True, low=min(job_s.walls), high=max(job_s.walls),
-                   note=f"whole process, startup included; {_walls(job_s)}"),
-            Figure(f"{prefix}: wall time, {large} images", job_l.wall_s, "s", BASELINE, base_l.wall_s,
-                   lower_is_better=True, low=min(job_l.walls), high=max(job_l.walls),
-                   note=f"whole process, startup included; {_walls(job_l)}"),
-            Figure(f"{prefix}: peak tree memory, {small} images", job_s.peak_tree / MB, "MB", BASELINE,
-                   base_s.peak_tree / MB, lower_is_better=True, note=_memory_note(job_s)),
-            Figure(f"{prefix}: peak tree memory, {large} images", job_l.peak_tree / MB, "MB", BASELINE,
-                   base_l.peak_tree / MB, lower_is_better=True, note=_memory_note(job_l)),
-            Figure(f"{prefix}: peak tree memory growth {small}->{large} images",
-                   job_l.peak_tree / job_s.peak_tree, "x", BASELINE,
-                   base_l.peak_tree / base_s.peak_tree, target=TARGET_RSS_GROWTH, lower_is_better=True,
-                   note="peak at kN / peak at N (largest over the runs)"),
-            Figure(f"{prefix}: peak tree memory per extra image", _slope_kb(job_s, job_l), "KB", BASELINE,
-                   _slope_kb(base_s, base_l), lower_is_better=True,
-                   note=f"(peak at kN - peak at N) / (kN - N); at ImageNet's {IMAGENET_IMAGES:,} images that "
-                        f"adds {_slope_kb(job_s, job_l) * IMAGENET_IMAGES / 2**20:.1f} GB, if it stays linear"),
+            Figure(
+                f"{prefix}: marginal throughput {small}->{large} images",
+                rate,
+                "images/s",
+                BASELINE,
+                base_rate,
+                target=TARGET_IMAGES_PER_S[mode],
+                low=rate_low,
+                high=rate_high,
+                note=f"{contended}(kN - N) / (t_kN - t_N), fastest of {len(job_s.walls)} and "
+                f"{len(job_l.walls)} runs; range = any pairing of runs; CPU-bound ceiling "
+                f"{_ceiling(job_s, job_l):,.0f} images/s (a rate above it is jitter); {kb_per_image:.0f} KB "
+                "per JPEG",
+            ),
+            Figure(
+                f"{prefix}: fixed cost per run",
+                _fixed_cost_s(job_s, rate),
+                "s",
+                BASELINE,
+                _fixed_cost_s(base_s, base_rate),
+                lower_is_better=True,
+                note="wall time at zero images: t_N - N / marginal rate (startup, planning, teardown)",
+            ),
+            Figure(
+                f"{prefix}: marginal CPU time per image",
+                _cpu_ms_per_image(job_s, job_l),
+                "ms",
+                BASELINE,
+                _cpu_ms_per_image(base_s, base_l),
+                lower_is_better=True,
+                note="all processes, least CPU time over the runs; over wall ms per image = cores kept busy",
+            ),
+            Figure(
+                f"{prefix}: wall time, {small} images",
+                job_s.wall_s,
+                "s",
+                BASELINE,
+                base_s.wall_s,
+                lower_is_better=True,
+                low=min(job_s.walls),
+                high=max(job_s.walls),
+                note=f"whole process, startup included; {_walls(job_s)}",
+            ),
+            Figure(
+                f"{prefix}: wall time, {large} images",
+                job_l.wall_s,
+                "s",
+                BASELINE,
+                base_l.wall_s,
+                lower_is_better=True,
+                low=min(job_l.walls),
+                high=max(job_l.walls),
+                note=f"whole process, startup included; {_walls(job_l)}",
+            ),
+            Figure(
+                f"{prefix}: peak tree memory, {small} images",
+                job_s.peak_tree / MB,
+                "MB",
+                BASELINE,
+                base_s.peak_tree / MB,
+                lower_is_better=True,
+                note=_memory_note(job_s),
+            ),
+            Figure(
+                f"{prefix}: peak tree memory, {large} images",
+                job_l.peak_tree / MB,
+                "MB",
+                BASELINE,
+                base_l.peak_tree / MB,
+                lower_is_better=True,
+                note=_memory_note(job_l),
+            ),
+            Figure(
+                f"{prefix}: peak tree memory growth {small}->{large} images",
+                job_l.peak_tree / job_s.peak_tree,
+                "x",
+                BASELINE,
+                base_l.peak_tree / base_s.peak_tree,
+                target=TARGET_RSS_GROWTH,
+                lower_is_better=True,
+                note="peak at kN / peak at N (largest over the runs)",
+            ),
+            Figure(
+                f"{prefix}: peak tree memory per extra image",
+                _slope_kb(job_s, job_l),
+                "KB",
+                BASELINE,
+                _slope_kb(base_s, base_l),
+                lower_is_better=True,
+                note=f"(peak at kN - peak at N) / (kN - N); at ImageNet's {IMAGENET_IMAGES:,} images that "
+                f"adds {_slope_kb(job_s, job_l) * IMAGENET_IMAGES / 2**20:.1f} GB, if it stays linear",
+            ),
         ]
     return out
 
@@ -478,8 +604,7 @@ def convert_plain(input_dir: str, output_dir: str, images_per_shard: int) -> int
     with tarfile.open(os.path.join(input_dir, data.sample.DEVKIT_TAR), "r:gz") as devkit:
         files = {os.path.basename(m.name): devkit.extractfile(m).read() for m in devkit if m.isfile()}
     table = synsets.table_from_meta_mat(files["meta.mat"])
-    val_wnids = synsets.parse_validation_ground_truth(files["ILSVRC2012_validation_ground_truth.txt"].decode(),
-                                                      table)
+    val_wnids = synsets.parse_validation_ground_truth(files["ILSVRC2012_validation_ground_truth.txt"].decode(), table)
     os.makedirs(output_dir, exist_ok=True)
     written = 0
     for split, images in (("train", _train_images(input_dir)), ("validation", _val_images(input_dir, val_wnids))):
@@ -493,9 +618,19 @@ def convert_plain(input_dir: str, output_dir: str, images_per_shard: int) -> int
                 writer, in_shard = tf.io.TFRecordWriter(os.path.join(output_dir, f"{split}-{shard:05d}")), 0
                 shard += 1
             label = table.label_of(wnid)
-            writer.write(features.serialize(features.ImageRecord(
-                encoded=jpeg, filename=name, height=image.height, width=image.width, label=label, synset=wnid,
-                text=table.text_of(label))))
+            writer.write(
+                features.serialize(
+                    features.ImageRecord(
+                        encoded=jpeg,
+                        filename=name,
+                        height=image.height,
+                        width=image.width,
+                        label=label,
+                        synset=wnid,
+                        text=table.text_of(label),
+                    )
+                )
+            )
             in_shard += 1
             written += 1
         if writer is not None:

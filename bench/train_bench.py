@@ -40,9 +40,19 @@ def ensure_records(workdir: str) -> str:
     out = os.path.join(workdir, "train", f"records-{FLAGS.train_images}")
     if not os.path.exists(os.path.join(out, "manifest.json")):
         subprocess.run(
-            [sys.executable, "-m", "pipeline", f"--input_dir={dataset.input_dir}", f"--output_dir={out}",
-             "--train_shards=8", "--validation_shards=2", "--overwrite"],
-            cwd=_REPO_ROOT, check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                f"--input_dir={dataset.input_dir}",
+                f"--output_dir={out}",
+                "--train_shards=8",
+                "--validation_shards=2",
+                "--overwrite",
+            ],
+            cwd=_REPO_ROOT,
+            check=True,
+            capture_output=True,
         )
     return out
 
@@ -65,8 +75,13 @@ def _reference_train_map(image_size: int):
 
 def _reference_dataset(records_dir: str, image_size: int) -> tf.data.Dataset:
     files = tf.io.gfile.glob(os.path.join(records_dir, "train-*-of-*"))
-    return (tf.data.TFRecordDataset(files).repeat().map(_reference_train_map(image_size), tf.data.AUTOTUNE)
-            .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.TFRecordDataset(files)
+        .repeat()
+        .map(_reference_train_map(image_size), tf.data.AUTOTUNE)
+        .batch(BATCH, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _images_per_second(dataset: tf.data.Dataset, batches: int) -> float:
@@ -90,14 +105,32 @@ def _input_figures(records_dir: str) -> list[Figure]:
             dataset = fn().repeat() if not is_training else fn()
             ours[split] = _images_per_second(dataset, FLAGS.train_input_batches)
         reference = _images_per_second(_reference_dataset(records_dir, size), FLAGS.train_input_batches)
-        logging.info("input_fn at %dpx: train %.0f/s (reference %.0f/s), eval %.0f/s",
-                     size, ours["train"], reference, ours["validation"])
+        logging.info(
+            "input_fn at %dpx: train %.0f/s (reference %.0f/s), eval %.0f/s",
+            size,
+            ours["train"],
+            reference,
+            ours["validation"],
+        )
         note = f"{BATCH}-image batches from 300-500 px JPEG records, {os.cpu_count()} CPUs"
         figures += [
-            Figure(f"input_fn train @{size}px (fused decode_and_crop)", ours["train"], "images/s",
-                   "decode_jpeg + crop", reference, target=reference, note=note),
-            Figure(f"input_fn eval @{size}px (decode + central crop)", ours["validation"], "images/s",
-                   "train path, same size", ours["train"], note=note),
+            Figure(
+                f"input_fn train @{size}px (fused decode_and_crop)",
+                ours["train"],
+                "images/s",
+                "decode_jpeg + crop",
+                reference,
+                target=reference,
+                note=note,
+            ),
+            Figure(
+                f"input_fn eval @{size}px (decode + central crop)",
+                ours["validation"],
+                "images/s",
+                "train path, same size",
+                ours["train"],
+                note=note,
+            ),
         ]
     return figures
 
@@ -109,10 +142,17 @@ def _train_images_per_second(model_name: str, image_size: int, model_dir: str) -
     with graph.as_default():
         images = tf.random.uniform([BATCH, image_size, image_size, 3], 0, 255)
         labels = tf.random.uniform([BATCH], 0, 1000, dtype=tf.int32)
-        params = model.make_params(model=model_name, num_classes=1000, image_size=image_size, batch_size=BATCH,
-                                   train_steps=1000, log_every_n_steps=10**9)
-        spec = model.model_fn({"image": images}, labels, tf.estimator.ModeKeys.TRAIN, params,
-                              tf.estimator.RunConfig(model_dir=model_dir))
+        params = model.make_params(
+            model=model_name,
+            num_classes=1000,
+            image_size=image_size,
+            batch_size=BATCH,
+            train_steps=1000,
+            log_every_n_steps=10**9,
+        )
+        spec = model.model_fn(
+            {"image": images}, labels, tf.estimator.ModeKeys.TRAIN, params, tf.estimator.RunConfig(model_dir=model_dir)
+        )
         with tf.compat.v1.Session() as session:
             session.run([tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer()])
             session.run(spec.train_op)  # warm-up: kernels chosen, memory allocated
@@ -129,8 +169,15 @@ def run(workdir: str) -> list[Figure]:
     sqnxt = _train_images_per_second("sqnxt_1_0_23", 227, model_dir)
     resnet = _train_images_per_second("resnet50", 224, model_dir)
     logging.info("training: sqnxt_1_0_23 %.1f images/s, resnet50 %.1f images/s", sqnxt, resnet)
-    figures.append(Figure(
-        f"training sqnxt_1_0_23 @227px, batch {BATCH}", sqnxt, "images/s", "resnet50 @224px, same batch", resnet,
-        note=f"graph-mode train_op (forward, backward, momentum update, BN updates), synthetic input, "
-             f"mean of {FLAGS.train_steps_timed} steps after a warm-up; {os.cpu_count()} CPUs"))
+    figures.append(
+        Figure(
+            f"training sqnxt_1_0_23 @227px, batch {BATCH}",
+            sqnxt,
+            "images/s",
+            "resnet50 @224px, same batch",
+            resnet,
+            note=f"graph-mode train_op (forward, backward, momentum update, BN updates), synthetic input, "
+            f"mean of {FLAGS.train_steps_timed} steps after a warm-up; {os.cpu_count()} CPUs",
+        )
+    )
     return figures

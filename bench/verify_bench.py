@@ -29,7 +29,14 @@ def run(workdir: str) -> list[Figure]:
     count = sum(1 for _ in tf.data.TFRecordDataset(files))
     read_rate = count / (time.perf_counter() - started)
     logging.info("verify: %.0f records/s; plain read %.0f records/s", report.records_per_second, read_rate)
-    return [Figure("records verify (all cores)", report.records_per_second, "records/s",
-                   "TFRecordDataset read only", read_rate,
-                   note=f"{report.num_records} records of 300-500 px JPEGs, full decode + all checks, "
-                        f"process start included; {os.cpu_count()} CPUs")]
+    return [
+        Figure(
+            "records verify (all cores)",
+            report.records_per_second,
+            "records/s",
+            "TFRecordDataset read only",
+            read_rate,
+            note=f"{report.num_records} records of 300-500 px JPEGs, full decode + all checks, "
+            f"process start included; {os.cpu_count()} CPUs",
+        )
+    ]

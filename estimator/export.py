@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the CLI's stderr for real errors
@@ -90,8 +90,9 @@ def decode_as_stored(encoded: tf.Tensor) -> tf.Tensor:
         return tf.cond(
             tf.equal(tf.strings.substr(encoded, 0, len(_PNG_MAGIC)), _PNG_MAGIC),
             lambda: _reencoded(_png_on_white(encoded)),
-            lambda: _reencoded(tf.ensure_shape(
-                tf.io.decode_image(encoded, channels=3, expand_animations=False), [None, None, 3])),
+            lambda: _reencoded(
+                tf.ensure_shape(tf.io.decode_image(encoded, channels=3, expand_animations=False), [None, None, 3])
+            ),
         )
 
     return tf.cond(tf.equal(magic, _JPEG_MAGIC), jpeg, other)
@@ -128,15 +129,17 @@ def serving_model_fn(table: synsets.SynsetTable) -> Callable:
             "preprocessed": features["image"],
         }
         return tf.estimator.EstimatorSpec(
-            mode, predictions=outputs,
+            mode,
+            predictions=outputs,
             export_outputs={SIGNATURE_KEY: tf.estimator.export.PredictOutput(outputs)},
         )
 
     return model_fn
 
 
-def export(model_dir: str, export_dir: str, checkpoint_path: str | None = None,
-           data_format: str = "channels_last") -> str:
+def export(
+    model_dir: str, export_dir: str, checkpoint_path: str | None = None, data_format: str = "channels_last"
+) -> str:
     """Writes a SavedModel under export_dir/<timestamp>/ and returns that path."""
     predictor = predict.load_predictor(model_dir, checkpoint_path, data_format)
     options = predict.build_options(model_dir)
@@ -167,8 +170,12 @@ def _define_flags() -> None:
     flags.DEFINE_string("model_dir", None, "A model_dir written by estimator.train.")
     flags.DEFINE_string("export_dir", None, "Parent directory; the SavedModel goes to a new timestamped folder in it.")
     flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix; default: the latest in --model_dir.")
-    flags.DEFINE_enum("data_format", "channels_last", ["channels_last", "channels_first"],
-                      "channels_last serves anywhere; channels_first only on GPUs.")
+    flags.DEFINE_enum(
+        "data_format",
+        "channels_last",
+        ["channels_last", "channels_first"],
+        "channels_last serves anywhere; channels_first only on GPUs.",
+    )
     flags.mark_flags_as_required(["model_dir", "export_dir"])
 
 

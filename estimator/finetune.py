@@ -12,7 +12,7 @@ global_step never come from the fine-tune checkpoint (a new run starts at step
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -44,9 +44,7 @@ def _name(variable: tf.Variable) -> str:
     return variable.name.split(":")[0]
 
 
-def variables_to_restore(
-    variables: Sequence[tf.Variable], checkpoint: str, exclude: str | None
-) -> list[tf.Variable]:
+def variables_to_restore(variables: Sequence[tf.Variable], checkpoint: str, exclude: str | None) -> list[tf.Variable]:
     """`variables` minus those whose name matches `exclude` (re.search), checked
     against the checkpoint: every kept one must exist there with the same shape."""
     try:
@@ -100,9 +98,7 @@ def make_scaffold(
     checkpoint = resolve_checkpoint(fine_tune_ckpt)
     restored = variables_to_restore(variables, checkpoint, exclude)
     saver = tf.compat.v1.train.Saver(var_list=restored, name="fine_tune_saver")
-    logging.info(
-        "fine-tuning: %d of %d variables will be restored from %s", len(restored), len(variables), checkpoint
-    )
+    logging.info("fine-tuning: %d of %d variables will be restored from %s", len(restored), len(variables), checkpoint)
 
     def init_fn(scaffold: tf.compat.v1.train.Scaffold, session: tf.compat.v1.Session) -> None:
         del scaffold

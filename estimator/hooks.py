@@ -16,8 +16,8 @@ from absl import logging
 
 from estimator import stats
 
-MODEL_STATS_FILENAME = 'model_stats.csv'
-IMAGES_PER_SEC_TAG = 'images_per_sec'
+MODEL_STATS_FILENAME = "model_stats.csv"
+IMAGES_PER_SEC_TAG = "images_per_sec"
 
 
 class ModelStats(tf.estimator.SessionRunHook):
@@ -28,15 +28,20 @@ class ModelStats(tf.estimator.SessionRunHook):
     the same, and concurrent writes to one (possibly remote) path race.
     """
 
-    def __init__(self, model_dir: str | None = None, is_chief: bool | None = None,
-                 config: tf.estimator.RunConfig | None = None,
-                 filename: str = MODEL_STATS_FILENAME) -> None:
+    def __init__(
+        self,
+        model_dir: str | None = None,
+        is_chief: bool | None = None,
+        config: tf.estimator.RunConfig | None = None,
+        filename: str = MODEL_STATS_FILENAME,
+    ) -> None:
         if config is not None:
             model_dir = model_dir or config.model_dir
             is_chief = config.is_chief if is_chief is None else is_chief
         if not model_dir:
-            raise ValueError('ModelStats needs a model_dir (or a RunConfig that has one) to '
-                             f'know where to write {filename}')
+            raise ValueError(
+                f"ModelStats needs a model_dir (or a RunConfig that has one) to know where to write {filename}"
+            )
         self.path = os.path.join(model_dir, filename)
         self.is_chief = True if is_chief is None else bool(is_chief)
         self.stats: list[stats.LayerStats] | None = None
@@ -46,7 +51,7 @@ class ModelStats(tf.estimator.SessionRunHook):
             return
         self.stats = stats.model_stats(tf.compat.v1.get_default_graph())
         stats.write_csv(self.stats, self.path)
-        logging.info('Model: %s (per layer: %s)', stats.format_totals(self.stats), self.path)
+        logging.info("Model: %s (per layer: %s)", stats.format_totals(self.stats), self.path)
 
 
 def _format_duration(seconds: float) -> str:
@@ -62,17 +67,22 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
     (through the FileWriterCache the Estimator itself writes summaries with).
     """
 
-    def __init__(self, batch_size: int, every_n_steps: int | None = 100,
-                 every_n_secs: float | None = None, total_steps: int | None = None,
-                 loss: tf.Tensor | str | None = None, output_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        every_n_steps: int | None = 100,
+        every_n_secs: float | None = None,
+        total_steps: int | None = None,
+        loss: tf.Tensor | str | None = None,
+        output_dir: str | None = None,
+    ) -> None:
         if batch_size < 1:
-            raise ValueError(f'ExamplesPerSecond: batch_size must be >= 1, got {batch_size}')
+            raise ValueError(f"ExamplesPerSecond: batch_size must be >= 1, got {batch_size}")
         if every_n_secs is not None:
             every_n_steps = None
         if every_n_steps is None and every_n_secs is None:
-            raise ValueError('ExamplesPerSecond: set every_n_steps or every_n_secs')
-        self._timer = tf.compat.v1.train.SecondOrStepTimer(every_steps=every_n_steps,
-                                                           every_secs=every_n_secs)
+            raise ValueError("ExamplesPerSecond: set every_n_steps or every_n_secs")
+        self._timer = tf.compat.v1.train.SecondOrStepTimer(every_steps=every_n_steps, every_secs=every_n_secs)
         self._batch_size = batch_size
         self._total_steps = total_steps
         self._loss = loss
@@ -85,14 +95,16 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
     def begin(self) -> None:
         global_step = tf.compat.v1.train.get_global_step()
         if global_step is None:
-            raise RuntimeError('ExamplesPerSecond needs a global step: create it with '
-                               'tf.compat.v1.train.get_or_create_global_step() in the model_fn')
-        self._fetches = {'global_step': global_step}
+            raise RuntimeError(
+                "ExamplesPerSecond needs a global step: create it with "
+                "tf.compat.v1.train.get_or_create_global_step() in the model_fn"
+            )
+        self._fetches = {"global_step": global_step}
         if self._loss is not None:
             loss = self._loss
             if isinstance(loss, str):
                 loss = tf.compat.v1.get_default_graph().get_tensor_by_name(loss)
-            self._fetches['loss'] = loss
+            self._fetches["loss"] = loss
         if self._output_dir:
             self._writer = tf.compat.v1.summary.FileWriterCache.get(self._output_dir)
         self._timer.reset()
@@ -100,10 +112,9 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
     def before_run(self, run_context: tf.estimator.SessionRunContext) -> tf.estimator.SessionRunArgs:
         return tf.estimator.SessionRunArgs(self._fetches)
 
-    def after_run(self, run_context: tf.estimator.SessionRunContext,
-                  run_values: tf.estimator.SessionRunValues) -> None:
+    def after_run(self, run_context: tf.estimator.SessionRunContext, run_values: tf.estimator.SessionRunValues) -> None:
         # The global step was read alongside the train op, i.e. before its increment.
-        step = int(run_values.results['global_step']) + 1
+        step = int(run_values.results["global_step"]) + 1
         if not self._timer.should_trigger_for_step(step):
             return
         elapsed_secs, elapsed_steps = self._timer.update_last_triggered_step(step)
@@ -111,18 +122,18 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
             return  # the first trigger only starts the clock
         steps_per_sec = elapsed_steps / elapsed_secs
         self.last_images_per_sec = steps_per_sec * self._batch_size
-        parts = [f'step {step}']
-        if 'loss' in run_values.results:
-            parts.append(f'loss {float(run_values.results["loss"]):.4f}')
-        parts.append(f'{self.last_images_per_sec:.1f} images/s')
+        parts = [f"step {step}"]
+        if "loss" in run_values.results:
+            parts.append(f"loss {float(run_values.results['loss']):.4f}")
+        parts.append(f"{self.last_images_per_sec:.1f} images/s")
         if self._total_steps:
             self.last_eta_secs = max(self._total_steps - step, 0) / steps_per_sec
-            parts.append(f'ETA {_format_duration(self.last_eta_secs)} '
-                         f'({step}/{self._total_steps} steps)')
-        logging.info(', '.join(parts))
+            parts.append(f"ETA {_format_duration(self.last_eta_secs)} ({step}/{self._total_steps} steps)")
+        logging.info(", ".join(parts))
         if self._writer is not None:
-            summary = tf.compat.v1.Summary(value=[tf.compat.v1.Summary.Value(
-                tag=IMAGES_PER_SEC_TAG, simple_value=self.last_images_per_sec)])
+            summary = tf.compat.v1.Summary(
+                value=[tf.compat.v1.Summary.Value(tag=IMAGES_PER_SEC_TAG, simple_value=self.last_images_per_sec)]
+            )
             self._writer.add_summary(summary, step)
 
     def end(self, session: tf.compat.v1.Session) -> None:

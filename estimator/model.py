@@ -144,7 +144,11 @@ def model_fn(features, labels, mode: str, params: dict[str, Any], config: tf.est
     is_training = mode == ModeKeys.TRAIN
     num_classes = params["num_classes"]
     logits = nets.build_network(
-        params["model"], preprocessing.normalize(images), num_classes, is_training, params["data_format"],
+        params["model"],
+        preprocessing.normalize(images),
+        num_classes,
+        is_training,
+        params["data_format"],
         batch_norm_momentum=params["batch_norm_momentum"],
     )
     network_variables = model_variables()

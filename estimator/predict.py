@@ -34,7 +34,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep the CLI's stderr for real errors
@@ -108,8 +108,11 @@ def build_options(model_dir: str) -> dict:
     try:
         return dict(manifest.read_manifest(model_dir).options)
     except FileNotFoundError:
-        logging.warning("%s has no %s; assuming the records build's default options (no resizing)",
-                        model_dir, manifest.MANIFEST_NAME)
+        logging.warning(
+            "%s has no %s; assuming the records build's default options (no resizing)",
+            model_dir,
+            manifest.MANIFEST_NAME,
+        )
         return {}
 
 
@@ -120,9 +123,11 @@ def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_form
     """
     config = read_train_config(model_dir)
     table = read_class_table(
-        model_dir, config["num_classes"], counted_in=f"{model_dir}/{TRAIN_CONFIG_NAME}",
+        model_dir,
+        config["num_classes"],
+        counted_in=f"{model_dir}/{TRAIN_CONFIG_NAME}",
         fix="estimator.train copies it from the records build; copy the synsets.tsv of the build the model "
-            "was trained on into the model_dir",
+        "was trained on into the model_dir",
     )
     if checkpoint_path is None:
         checkpoint_path = tf.train.latest_checkpoint(model_dir)
@@ -142,7 +147,10 @@ def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_form
     estimator = tf.estimator.Estimator(model_fn=model.model_fn, model_dir=model_dir, params=params)
     options = build_options(model_dir)
     return Predictor(
-        estimator, checkpoint_path, config["image_size"], table,
+        estimator,
+        checkpoint_path,
+        config["image_size"],
+        table,
         resize_max_side=int(options.get("resize_max_side") or 0),
         max_pixels=int(options.get("max_pixels") or record_images.DEFAULT_MAX_PIXELS),
     )
@@ -162,8 +170,9 @@ def _read(path: str) -> bytes:
         raise ImageError(f"cannot read it ({message.splitlines()[0]}); check the path and permissions") from None
 
 
-def file_features(path: str, image_size: int, *, resize_max_side: int = 0,
-                  max_pixels: int = record_images.DEFAULT_MAX_PIXELS) -> np.ndarray:
+def file_features(
+    path: str, image_size: int, *, resize_max_side: int = 0, max_pixels: int = record_images.DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """float32 [S, S, 3], 0..255: what the eval input_fn yields for this file's record
     (pass the build's resize_max_side / max_pixels to normalise exactly like it).
 
@@ -175,19 +184,23 @@ def file_features(path: str, image_size: int, *, resize_max_side: int = 0,
     try:
         return preprocessing.preprocess_for_eval(tf.constant(normalised.jpeg), image_size).numpy()
     except tf.errors.OpError as error:
-        raise ImageError(f"TensorFlow cannot decode it ({error.message.splitlines()[0]}); "
-                         "re-save it as a baseline JPEG") from None
+        raise ImageError(
+            f"TensorFlow cannot decode it ({error.message.splitlines()[0]}); re-save it as a baseline JPEG"
+        ) from None
 
 
 def check_array(array: np.ndarray, name: str = "array") -> np.ndarray:
     """The array as uint8 [H, W] / [H, W, 1] / [H, W, 3], or ValueError saying what to pass."""
     array = np.asarray(array)
     if array.dtype != np.uint8:
-        raise ValueError(f"{name}: want decoded uint8 pixels (0..255), got dtype {array.dtype}; "
-                         "convert with np.clip(x, 0, 255).astype(np.uint8)")
+        raise ValueError(
+            f"{name}: want decoded uint8 pixels (0..255), got dtype {array.dtype}; "
+            "convert with np.clip(x, 0, 255).astype(np.uint8)"
+        )
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3)):
-        raise ValueError(f"{name}: want an HxW or HxWx3 image, got shape {array.shape}; "
-                         "drop an alpha channel with array[..., :3]")
+        raise ValueError(
+            f"{name}: want an HxW or HxWx3 image, got shape {array.shape}; drop an alpha channel with array[..., :3]"
+        )
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"{name}: the image is empty (shape {array.shape})")
     return array
@@ -225,7 +238,9 @@ class _LazyImageColumn:
         return batch
 
 
-def _top_classes(probabilities: np.ndarray, top_indices: np.ndarray, table: synsets.SynsetTable) -> tuple[TopClass, ...]:
+def _top_classes(
+    probabilities: np.ndarray, top_indices: np.ndarray, table: synsets.SynsetTable
+) -> tuple[TopClass, ...]:
     out = []
     for index in top_indices:
         label = int(index) + synsets.LABEL_OFFSET
@@ -233,16 +248,21 @@ def _top_classes(probabilities: np.ndarray, top_indices: np.ndarray, table: syns
     return tuple(out)
 
 
-def _predict(predictor: Predictor, names: Sequence[str], loaders: Sequence[Callable[[], np.ndarray]],
-             batch_size: int) -> Iterator[Prediction | Failure]:
+def _predict(
+    predictor: Predictor, names: Sequence[str], loaders: Sequence[Callable[[], np.ndarray]], batch_size: int
+) -> Iterator[Prediction | Failure]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not loaders:
         return
     column = _LazyImageColumn(loaders, predictor.image_size)
     input_fn = tf.compat.v1.estimator.inputs.numpy_input_fn(
-        {"image": column}, batch_size=batch_size, num_epochs=1, shuffle=False,
-        queue_capacity=QUEUE_BATCHES * batch_size, num_threads=1,
+        {"image": column},
+        batch_size=batch_size,
+        num_epochs=1,
+        shuffle=False,
+        queue_capacity=QUEUE_BATCHES * batch_size,
+        num_threads=1,
     )
     outputs = predictor.estimator.predict(
         input_fn,
@@ -257,23 +277,31 @@ def _predict(predictor: Predictor, names: Sequence[str], loaders: Sequence[Calla
             yield Failure(names[index], column.failures[index])
             continue
         probabilities = output["probabilities"]
-        yield Prediction(names[index], _top_classes(probabilities, output["top5_classes"], predictor.synsets),
-                         probabilities)
+        yield Prediction(
+            names[index], _top_classes(probabilities, output["top5_classes"], predictor.synsets), probabilities
+        )
     if count != len(names):  # an ordering/feeding bug must never mislabel results silently
         raise RuntimeError(f"predicted {count} rows for {len(names)} images")
 
 
-def predict_files(predictor: Predictor, paths: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE,
-                  ) -> Iterator[Prediction | Failure]:
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[Prediction | Failure]:
     """One Prediction or Failure per path, in order, streamed as the model produces them."""
     size, resize, max_pixels = predictor.image_size, predictor.resize_max_side, predictor.max_pixels
-    loaders = [lambda path=path: file_features(path, size, resize_max_side=resize, max_pixels=max_pixels)
-               for path in paths]
+    loaders = [
+        lambda path=path: file_features(path, size, resize_max_side=resize, max_pixels=max_pixels) for path in paths
+    ]
     return _predict(predictor, list(paths), loaders, batch_size)
 
 
-def predict_arrays(predictor: Predictor, arrays: Sequence[np.ndarray], batch_size: int = DEFAULT_BATCH_SIZE,
-                   ) -> Iterator[Prediction | Failure]:
+def predict_arrays(
+    predictor: Predictor,
+    arrays: Sequence[np.ndarray],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> Iterator[Prediction | Failure]:
     """One Prediction per array (uint8 HxW or HxWx3, any size), in order.
 
     Arrays are checked up front (ValueError naming the bad one): a wrong array
@@ -297,10 +325,12 @@ def format_text(prediction: Prediction) -> str:
 
 
 def format_json(prediction: Prediction) -> str:
-    return json.dumps({
-        "image": prediction.image,
-        "top5": [dataclasses.asdict(top) for top in prediction.top5],
-    })
+    return json.dumps(
+        {
+            "image": prediction.image,
+            "top5": [dataclasses.asdict(top) for top in prediction.top5],
+        }
+    )
 
 
 # ---------------------------------------------------------------- CLI
@@ -311,12 +341,14 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     """Defined only when run as a program, so importing this module next to other
     CLIs (the trainer's flags include --model_dir too) never collides."""
-    flags.DEFINE_string("model_dir", None, "A model_dir written by estimator.train (checkpoint, "
-                        "train_config.json, synsets.tsv).")
+    flags.DEFINE_string(
+        "model_dir", None, "A model_dir written by estimator.train (checkpoint, train_config.json, synsets.tsv)."
+    )
     flags.DEFINE_string("checkpoint_path", None, "A specific checkpoint prefix; default: the latest in --model_dir.")
     flags.DEFINE_boolean("json", False, "One JSON object per line instead of readable text.")
-    flags.DEFINE_integer("batch_size", DEFAULT_BATCH_SIZE, "Images per forward pass (memory grows with it).",
-                         lower_bound=1)
+    flags.DEFINE_integer(
+        "batch_size", DEFAULT_BATCH_SIZE, "Images per forward pass (memory grows with it).", lower_bound=1
+    )
     flags.mark_flag_as_required("model_dir")
 
 

@@ -28,7 +28,8 @@ from typing import Any
 import tensorflow as tf
 from absl import app, flags, logging
 
-from estimator import finetune, input as input_lib, model, nets
+from estimator import finetune, model, nets
+from estimator import input as input_lib
 from records import manifest, synsets
 
 TRAIN_CONFIG_NAME = "train_config.json"
@@ -115,9 +116,7 @@ def make_strategy(distribute: str, cpu_devices: int = 0) -> tf.distribute.Strate
     raise ValueError(f"unknown --distribute={distribute!r}; choose one of: {', '.join(DISTRIBUTE_CHOICES)}")
 
 
-def resolve_train_steps(
-    train_steps: int | None, train_epochs: float | None, num_examples: int, batch_size: int
-) -> int:
+def resolve_train_steps(train_steps: int | None, train_epochs: float | None, num_examples: int, batch_size: int) -> int:
     if train_steps is not None and train_epochs is not None:
         raise ValueError("give --train_steps or --train_epochs, not both")
     if train_steps is None:
@@ -173,9 +172,12 @@ def prepare_model_dir(records_dir: str, model_dir: str, train_config: dict[str, 
                 f"{model_dir} holds a different model ({details}); pass the same flags to resume it, "
                 "or use a new --model_dir (with --fine_tune_ckpt to start from its weights)"
             )
-    read_class_table(records_dir, train_config["num_classes"], counted_in="manifest.json",
-                     fix="the records build is incomplete or mixed (predict needs the synset table); "
-                         "rebuild it with `make records`")
+    read_class_table(
+        records_dir,
+        train_config["num_classes"],
+        counted_in="manifest.json",
+        fix="the records build is incomplete or mixed (predict needs the synset table); rebuild it with `make records`",
+    )
     for name in (manifest.MANIFEST_NAME, manifest.SYNSETS_NAME):
         tf.io.gfile.copy(os.path.join(records_dir, name), os.path.join(model_dir, name), overwrite=True)
     _write_json(config_path, train_config)
@@ -268,29 +270,49 @@ def run(options: TrainOptions) -> dict[str, Any]:
     params = _model_params(options, build, image_size, train_files.num_examples)
     if params["fine_tune_ckpt"] and not tf.train.latest_checkpoint(options.model_dir):
         finetune.resolve_checkpoint(params["fine_tune_ckpt"])
-    identity = {"model": options.model, "image_size": image_size, "num_classes": build.num_classes,
-                "label_offset": build.label_offset, "records_dir": options.records_dir}
+    identity = {
+        "model": options.model,
+        "image_size": image_size,
+        "num_classes": build.num_classes,
+        "label_offset": build.label_offset,
+        "records_dir": options.records_dir,
+    }
     prepare_model_dir(options.records_dir, options.model_dir, identity)
     logging.info(
         "training %s at %dx%d on %d classes: %d steps of %d images (%.2f epochs) over %d replica(s), "
         "warmup %d steps, %s schedule",
-        options.model, image_size, image_size, build.num_classes, params["train_steps"], options.batch_size,
-        params["train_steps"] * options.batch_size / train_files.num_examples, num_replicas,
-        params["warmup_steps"], options.lr_schedule,
+        options.model,
+        image_size,
+        image_size,
+        build.num_classes,
+        params["train_steps"],
+        options.batch_size,
+        params["train_steps"] * options.batch_size / train_files.num_examples,
+        num_replicas,
+        params["warmup_steps"],
+        options.lr_schedule,
     )
 
     estimator = tf.estimator.Estimator(model_fn=model.model_fn, config=_run_config(options, strategy), params=params)
     train_input_fn = input_lib.make_input_fn(
-        options.records_dir, "train", options.batch_size, image_size, is_training=True,
+        options.records_dir,
+        "train",
+        options.batch_size,
+        image_size,
+        is_training=True,
         shuffle_buffer=options.shuffle_buffer,
     )
     eval_input_fn = input_lib.make_input_fn(
-        options.records_dir, "validation", options.eval_batch_size or options.batch_size, image_size,
+        options.records_dir,
+        "validation",
+        options.eval_batch_size or options.batch_size,
+        image_size,
         is_training=False,
     )
     train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=params["train_steps"])
-    eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=None, start_delay_secs=0,
-                                      throttle_secs=options.eval_every_secs)
+    eval_spec = tf.estimator.EvalSpec(
+        eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=options.eval_every_secs
+    )
     try:
         outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
         if not estimator.config.is_chief:
@@ -307,18 +329,22 @@ def run(options: TrainOptions) -> dict[str, Any]:
 
 
 def _write_final_metrics(model_dir: str, metrics: dict[str, Any], validation_examples: int) -> dict[str, Any]:
-    final = _json_safe({
-        "top1": metrics["top1"],
-        "top5": metrics["top5"],
-        "loss": metrics["cross_entropy"],  # exact mean over the images, without weight decay
-        "global_step": metrics["global_step"],
-        "num_examples": metrics["num_examples"],
-    })
+    final = _json_safe(
+        {
+            "top1": metrics["top1"],
+            "top5": metrics["top5"],
+            "loss": metrics["cross_entropy"],  # exact mean over the images, without weight decay
+            "global_step": metrics["global_step"],
+            "num_examples": metrics["num_examples"],
+        }
+    )
     if final["num_examples"] != validation_examples:
         logging.warning(
             "the final evaluation saw %d of the %d validation images: the others could not be decoded "
             "(see the 'Error raised with error message' warnings above); check the build with the records "
-            "verify CLI", final["num_examples"], validation_examples,
+            "verify CLI",
+            final["num_examples"],
+            validation_examples,
         )
     path = os.path.join(model_dir, METRICS_NAME)
     _write_json(path, final)
@@ -343,6 +369,8 @@ def _corrupt_shards_error(records_dir: str, error: tf.errors.DataLossError) -> C
 
 FLAGS = flags.FLAGS
 _DEFAULTS = TrainOptions(records_dir="", model_dir="")
+
+
 def _define_flags() -> None:
     """Defined only when run as a program, so importing this module (predict and
     export do) never clashes with another CLI's flags in absl's registry."""
@@ -360,25 +388,41 @@ def _define_flags() -> None:
     flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, list(model.LR_SCHEDULES), "Decay after warmup.")
     flags.DEFINE_float("momentum", _DEFAULTS.momentum, "SGD momentum.")
     flags.DEFINE_boolean("nesterov", _DEFAULTS.nesterov, "Nesterov momentum.")
-    flags.DEFINE_float("batch_norm_momentum", _DEFAULTS.batch_norm_momentum,
-                      "Decay of batch norm's moving statistics; ~0.9 for runs of a few hundred steps.")
+    flags.DEFINE_float(
+        "batch_norm_momentum",
+        _DEFAULTS.batch_norm_momentum,
+        "Decay of batch norm's moving statistics; ~0.9 for runs of a few hundred steps.",
+    )
     flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "L2 on convolution/dense kernels (not batch norm).")
     flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing of the training loss.")
-    flags.DEFINE_string("fine_tune_ckpt", None, "Checkpoint prefix or directory to start from (when model_dir has none).")
+    flags.DEFINE_string(
+        "fine_tune_ckpt", None, "Checkpoint prefix or directory to start from (when model_dir has none)."
+    )
     flags.DEFINE_string("fine_tune_exclude", None, "Regex of variables NOT restored, e.g. 'logits'.")
-    flags.DEFINE_enum("distribute", _DEFAULTS.distribute, list(DISTRIBUTE_CHOICES),
-                      "mirrored: all local GPUs; multi_worker: the cluster in TF_CONFIG.")
+    flags.DEFINE_enum(
+        "distribute",
+        _DEFAULTS.distribute,
+        list(DISTRIBUTE_CHOICES),
+        "mirrored: all local GPUs; multi_worker: the cluster in TF_CONFIG.",
+    )
     flags.DEFINE_integer("cpu_devices", 0, "With --distribute=mirrored: mirror over N logical CPU devices (testing).")
     flags.DEFINE_integer("save_checkpoints_steps", None, "Checkpoint every N steps instead of --eval_every_secs.")
     flags.DEFINE_integer("keep_checkpoint_max", _DEFAULTS.keep_checkpoint_max, "Checkpoints to keep.")
     flags.DEFINE_integer("log_every_n_steps", _DEFAULTS.log_every_n_steps, "Progress log interval.")
     flags.DEFINE_integer("save_summary_steps", _DEFAULTS.save_summary_steps, "TensorBoard summary interval.")
     flags.DEFINE_integer("shuffle_buffer", _DEFAULTS.shuffle_buffer, "Records held for shuffling.")
-    flags.DEFINE_enum("data_format", _DEFAULTS.data_format, ["auto", "channels_first", "channels_last"],
-                      "auto: channels_first on GPU, channels_last on CPU.")
+    flags.DEFINE_enum(
+        "data_format",
+        _DEFAULTS.data_format,
+        ["auto", "channels_first", "channels_last"],
+        "auto: channels_first on GPU, channels_last on CPU.",
+    )
     flags.DEFINE_integer("seed", None, "Graph-level random seed.")
-    flags.DEFINE_boolean("save_graph_def", _DEFAULTS.save_graph_def,
-                         "Write graph.pbtxt and .meta files (TensorBoard's graph view); large graphs take seconds.")
+    flags.DEFINE_boolean(
+        "save_graph_def",
+        _DEFAULTS.save_graph_def,
+        "Write graph.pbtxt and .meta files (TensorBoard's graph view); large graphs take seconds.",
+    )
     flags.mark_flags_as_required(["records_dir", "model_dir"])
 
 

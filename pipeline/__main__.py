@@ -22,16 +22,38 @@ from pipeline import build, layouts  # noqa: E402
 from records import images, manifest, shards  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input_dir", None, "ImageNet-style input: distribution tars, extracted folders or Kaggle layout; local or gs://.")
+flags.DEFINE_string(
+    "input_dir", None, "ImageNet-style input: distribution tars, extracted folders or Kaggle layout; local or gs://."
+)
 flags.DEFINE_string("output_dir", None, "Where shards, synsets.tsv, manifest.json and rejected.tsv go; local or gs://.")
 flags.DEFINE_integer("train_shards", shards.DEFAULT_NUM_SHARDS["train"], "Number of training shards.", lower_bound=1)
-flags.DEFINE_integer("validation_shards", shards.DEFAULT_NUM_SHARDS["validation"], "Number of validation shards.", lower_bound=1)
+flags.DEFINE_integer(
+    "validation_shards", shards.DEFAULT_NUM_SHARDS["validation"], "Number of validation shards.", lower_bound=1
+)
 flags.DEFINE_integer("seed", 0, "Seed of the keyed hash that orders and places images.")
-flags.DEFINE_enum("validate", "decode", ["decode", "header"], "decode: prove every image decodes (a truncated file never reaches training); header: only read headers (fast).")
-flags.DEFINE_integer("resize_max_side", 0, "If > 0, shrink images whose longer side exceeds this many pixels.", lower_bound=0)
-flags.DEFINE_integer("max_pixels", images.DEFAULT_MAX_PIXELS, "Reject images with more pixels than this (decompression bombs).", lower_bound=1)
-flags.DEFINE_string("synsets_file", None, "Class list: synsets.tsv, a wnid-per-line list (keeps its order), LOC_synset_mapping.txt or meta.mat.")
-flags.DEFINE_string("val_labels_file", None, "Validation labels: a wnid-per-line file (file-name order) or LOC_val_solution.csv.")
+flags.DEFINE_enum(
+    "validate",
+    "decode",
+    ["decode", "header"],
+    "decode: prove every image decodes (a truncated file never reaches training); header: only read headers (fast).",
+)
+flags.DEFINE_integer(
+    "resize_max_side", 0, "If > 0, shrink images whose longer side exceeds this many pixels.", lower_bound=0
+)
+flags.DEFINE_integer(
+    "max_pixels",
+    images.DEFAULT_MAX_PIXELS,
+    "Reject images with more pixels than this (decompression bombs).",
+    lower_bound=1,
+)
+flags.DEFINE_string(
+    "synsets_file",
+    None,
+    "Class list: synsets.tsv, a wnid-per-line list (keeps its order), LOC_synset_mapping.txt or meta.mat.",
+)
+flags.DEFINE_string(
+    "val_labels_file", None, "Validation labels: a wnid-per-line file (file-name order) or LOC_val_solution.csv."
+)
 flags.DEFINE_bool("overwrite", False, "Replace the records already in --output_dir.")
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
@@ -54,8 +76,11 @@ def run(beam_args: list[str]) -> manifest.Manifest | None:
     except layouts.LayoutError as error:
         raise app.UsageError(str(error)) from None
     logging.info(
-        "input %s (%s): %s; %d classes", plan.input_dir, plan.layout,
-        ", ".join(f"{s}: {len(u)} units" for s, u in sorted(plan.units.items())), len(plan.synsets),
+        "input %s (%s): %s; %d classes",
+        plan.input_dir,
+        plan.layout,
+        ", ".join(f"{s}: {len(u)} units" for s, u in sorted(plan.units.items())),
+        len(plan.synsets),
     )
     try:
         build.prepare_output(FLAGS.output_dir, FLAGS.overwrite)
@@ -70,8 +95,10 @@ def run(beam_args: list[str]) -> manifest.Manifest | None:
         resize_max_side=FLAGS.resize_max_side,
         max_pixels=FLAGS.max_pixels,
     )
-    recorded = {name: FLAGS[name].value for name in (
-        "train_shards", "validation_shards", "seed", "validate", "resize_max_side", "max_pixels")}
+    recorded = {
+        name: FLAGS[name].value
+        for name in ("train_shards", "validation_shards", "seed", "validate", "resize_max_side", "max_pixels")
+    }
     pipeline_options = beam_options(beam_args)
     result = build.run(plan, options, recorded, pipeline_options)
     if pipeline_options.view_as(StandardOptions).runner not in (None, "DirectRunner", "PortableRunner"):
@@ -98,8 +125,10 @@ def report(result, built: manifest.Manifest, seconds: float) -> None:
             f"converted {sum(stats.conversions.values())} {dict(stats.conversions) or ''}"
         )
     if built.num_rejected or built.num_annotations_rejected:
-        lines.append(f"  rejected: {built.num_rejected} images, {built.num_annotations_rejected} box files "
-                     f"(reasons in {manifest.REJECTED_NAME})")
+        lines.append(
+            f"  rejected: {built.num_rejected} images, {built.num_annotations_rejected} box files "
+            f"(reasons in {manifest.REJECTED_NAME})"
+        )
     if counters:
         lines.append("  counters: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
     print("\n".join(lines), flush=True)

@@ -20,7 +20,7 @@ import tarfile
 import threading
 import time
 import uuid
-from typing import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import apache_beam as beam
 from absl import logging
@@ -29,8 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import boxes as boxes_lib
-from pipeline import tars
-from pipeline import layouts
+from pipeline import layouts, tars
 from pipeline.layouts import Plan, Unit
 from records import features, images, manifest, shards, tfrecord
 from records.synsets import SynsetTable
@@ -101,8 +100,9 @@ class IndexUnit(beam.DoFn):
             skipped = [m.path for m in matched if not layouts.is_image_name(m.path)]
             if skipped:
                 Metrics.counter(METRICS_NAMESPACE, "non_image_files_skipped").inc(len(skipped))
-                logging.warning("%s: skipped %d files without an image extension, e.g. %s",
-                                unit.path, len(skipped), skipped[0])
+                logging.warning(
+                    "%s: skipped %d files without an image extension, e.g. %s", unit.path, len(skipped), skipped[0]
+                )
             found = [(m.path, m.path, -1, m.size_in_bytes) for m in matched if layouts.is_image_name(m.path)]
         refs = []
         for member, path, offset, size in found:
@@ -228,9 +228,16 @@ class WriteShard(beam.DoFn):
                     continue
                 label = self._synsets.label_of(ref.wnid)
                 record = features.ImageRecord(
-                    encoded=result.jpeg, filename=ref.name, height=result.height, width=result.width,
-                    label=label, synset=ref.wnid, text=self._synsets.text_of(label),
-                    channels=result.channels, colorspace=result.colorspace, boxes=ref.boxes,
+                    encoded=result.jpeg,
+                    filename=ref.name,
+                    height=result.height,
+                    width=result.width,
+                    label=label,
+                    synset=ref.wnid,
+                    text=self._synsets.text_of(label),
+                    channels=result.channels,
+                    colorspace=result.colorspace,
+                    boxes=ref.boxes,
                 )
                 framed = tfrecord.frame(features.serialize(record))
                 out.write(framed)
@@ -248,7 +255,11 @@ class WriteShard(beam.DoFn):
         elapsed = max(time.monotonic() - self._started, 1e-9)
         logging.info(
             "wrote %s: %d images, %d rejected (this worker: %d images, %.0f images/s)",
-            posixpath.basename(final), written, len(rejected), self._written, self._written / elapsed,
+            posixpath.basename(final),
+            written,
+            len(rejected),
+            self._written,
+            self._written / elapsed,
         )
         yield ShardResult(split, index, written, num_bytes, dict(class_counts), dict(conversions), tuple(rejected))
 
@@ -269,7 +280,7 @@ def _read_all(refs: list[ImageRef]) -> tuple[dict[str, bytes], list[tuple[str, s
             with FileSystems.open(path, compression_type=RAW) as f:
                 for ref in sorted(group, key=lambda r: r.offset):
                     data[ref.name] = f.read() if ref.offset < 0 else tars.read_range(f, ref.offset, ref.size)
-        except (IOError, OSError) as error:
+        except OSError as error:
             for ref in group:
                 if ref.name not in data:
                     rejected.append((ref.split, _source(ref), f"unreadable: {error}"))
@@ -309,8 +320,11 @@ class WriteMetadata(beam.DoFn):
             num_rejected=len(image_rejections),
             num_annotations_rejected=len(annotation_rejections),
             options=dict(self._build_options),
-            source={"layout": self._plan.layout, "input_dir": self._plan.input_dir,
-                    "files": dict(self._plan.fingerprint)},
+            source={
+                "layout": self._plan.layout,
+                "input_dir": self._plan.input_dir,
+                "files": dict(self._plan.fingerprint),
+            },
         )
         output_dir = self._options.output_dir
         self._plan.synsets.write_tsv(posixpath.join(output_dir, manifest.SYNSETS_NAME))
@@ -349,9 +363,7 @@ def build_pipeline(root: beam.Pipeline, plan: Plan, options: BuildOptions, build
             | "BoxSource" >> beam.Create([plan.boxes])
             | "ReadBoxes" >> beam.ParDo(ReadBoxes()).with_outputs(ReadBoxes.REJECTED, main="boxes")
         )
-        by_image = assigned | "KeyByImage" >> beam.Map(
-            lambda kv: ((kv[1].split, boxes_lib.image_key(kv[1].name)), kv)
-        )
+        by_image = assigned | "KeyByImage" >> beam.Map(lambda kv: ((kv[1].split, boxes_lib.image_key(kv[1].name)), kv))
         assigned = (
             {"refs": by_image, "boxes": read.boxes}
             | "JoinBoxes" >> beam.CoGroupByKey()
@@ -373,13 +385,13 @@ def build_pipeline(root: beam.Pipeline, plan: Plan, options: BuildOptions, build
     (
         root
         | "Finish" >> beam.Create([None])
-        | "WriteMetadata" >> beam.ParDo(
+        | "WriteMetadata"
+        >> beam.ParDo(
             WriteMetadata(plan, options, build_options),
             results=beam.pvalue.AsList(results),
             annotation_rejections=beam.pvalue.AsList(annotation_rejections),
         )
     )
-
 
 
 def prepare_output(output_dir: str, overwrite: bool) -> None:
@@ -398,7 +410,9 @@ def prepare_output(output_dir: str, overwrite: bool) -> None:
         FileSystems.mkdirs(output_dir)
 
 
-def run(plan: Plan, options: BuildOptions, recorded_options: Mapping, pipeline_options) -> beam.runners.runner.PipelineResult:
+def run(
+    plan: Plan, options: BuildOptions, recorded_options: Mapping, pipeline_options
+) -> beam.runners.runner.PipelineResult:
     """Builds and runs the job to completion; returns Beam's result (metrics)."""
     root = beam.Pipeline(options=pipeline_options)
     build_pipeline(root, plan, options, recorded_options)

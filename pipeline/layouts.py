@@ -21,7 +21,7 @@ import io
 import posixpath
 import re
 import tarfile
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import tensorflow as tf
 
@@ -89,7 +89,11 @@ def plan(input_dir: str, synsets_file: str | None = None, val_labels_file: str |
     kaggle = _join(input_dir, KAGGLE_ROOT)
     if tf.io.gfile.isdir(kaggle):
         return _plan_folders(
-            "kaggle", input_dir, kaggle, synsets_file, val_labels_file,
+            "kaggle",
+            input_dir,
+            kaggle,
+            synsets_file,
+            val_labels_file,
             boxes=_existing_dir(_join(input_dir, KAGGLE_BOXES)),
         )
     if any(tf.io.gfile.isdir(_join(input_dir, d)) for d in ("train", "val", "validation")):
@@ -141,9 +145,7 @@ def _plan_tars(input_dir: str, synsets_file: str | None, val_labels_file: str | 
         elif devkit and devkit[1] is not None:
             val_labels = _match_labels(names, devkit[1], devkit[2])
         else:
-            raise LayoutError(
-                f"{val_tar}: no validation labels. Put {DEVKIT_TAR} beside it or pass --val_labels_file"
-            )
+            raise LayoutError(f"{val_tar}: no validation labels. Put {DEVKIT_TAR} beside it or pass --val_labels_file")
         _check_known(table, val_labels.values(), "validation labels")
         units["validation"] = (Unit("validation", "val", "tar", val_tar),)
 
@@ -213,15 +215,11 @@ def _plan_folders(
     units: dict[str, tuple[Unit, ...]] = {}
     if train_wnids:
         _check_known(table, train_wnids, train_dir)
-        units["train"] = tuple(
-            Unit("train", w, "folder", _join(train_dir, w), wnid=w) for w in train_wnids
-        )
+        units["train"] = tuple(Unit("train", w, "folder", _join(train_dir, w), wnid=w) for w in train_wnids)
     val_labels: dict[str, str] = {}
     if val_wnids:
         _check_known(table, val_wnids, val_dir)
-        units["validation"] = tuple(
-            Unit("validation", w, "folder", _join(val_dir, w), wnid=w) for w in val_wnids
-        )
+        units["validation"] = tuple(Unit("validation", w, "folder", _join(val_dir, w), wnid=w) for w in val_wnids)
     elif val_dir:
         labels_file = val_labels_file or next(
             (p for p in (_join(input_dir, n) for n in VAL_LABEL_FILES) if tf.io.gfile.exists(p)), None
@@ -263,8 +261,11 @@ def _labels_from_file(path: str, image_names: list[str], table: SynsetTable) -> 
     with tf.io.gfile.GFile(path) as f:
         text = f.read()
     if text.startswith("ImageId,"):
-        by_stem = {row["ImageId"]: row["PredictionString"].split()[0]
-                   for row in csv.DictReader(io.StringIO(text)) if row["PredictionString"].strip()}
+        by_stem = {
+            row["ImageId"]: row["PredictionString"].split()[0]
+            for row in csv.DictReader(io.StringIO(text))
+            if row["PredictionString"].strip()
+        }
         labels = {}
         for name in image_names:
             stem = posixpath.splitext(name)[0]

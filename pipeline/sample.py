@@ -37,8 +37,12 @@ CLASS_CATALOG: tuple[tuple[str, str, str, str], ...] = (
     ("n02979186", "cassette player", "artifact", "device that plays back magnetic tape cassettes"),
     ("n01751748", "sea snake", "animal", "venomous snake living in tropical seas"),
     ("n03000684", "chain saw, chainsaw", "artifact", "portable power saw with teeth on a loop of chain"),
-    ("n02105855", "Shetland sheepdog, Shetland sheep dog, Shetland", "animal",
-     "small herding dog resembling a miniature collie"),
+    (
+        "n02105855",
+        "Shetland sheepdog, Shetland sheep dog, Shetland",
+        "animal",
+        "small herding dog resembling a miniature collie",
+    ),
     ("n03028079", "church, church building", "artifact", "a place for public worship"),
     ("n02123045", "tabby, tabby cat", "animal", "a cat with a striped coat"),
     ("n03394916", "French horn, horn", "artifact", "brass instrument with a coiled tube and flared bell"),
@@ -70,11 +74,27 @@ EXTRA_METADATA_SYNSETS: tuple[tuple[str, str], ...] = (
 
 # Shapes that, together with a class hue, make each class easy to tell apart.
 SHAPES: tuple[str, ...] = (
-    "disc", "square", "triangle", "diamond", "ring", "cross", "hbars", "vbars", "checker", "star",
+    "disc",
+    "square",
+    "triangle",
+    "diamond",
+    "ring",
+    "cross",
+    "hbars",
+    "vbars",
+    "checker",
+    "star",
 )
 
 TRAIN_QUIRKS: tuple[str, ...] = (
-    "cmyk", "png", "grayscale", "progressive", "truncated", "empty", "text", "bomb",
+    "cmyk",
+    "png",
+    "grayscale",
+    "progressive",
+    "truncated",
+    "empty",
+    "text",
+    "bomb",
 )
 VAL_QUIRKS: tuple[str, ...] = ("cmyk", "png", "grayscale", "progressive", "truncated", "bomb")
 HOSTILE_KINDS = frozenset({"truncated", "empty", "text", "bomb"})
@@ -107,6 +127,7 @@ def val_name(index: int) -> str:
 
 
 # --------------------------------------------------------------------------- pictures
+
 
 def _class_colour(label: int, num_classes: int, rng: np.random.Generator) -> tuple[int, int, int]:
     """Hues evenly spread over the classes present, so neighbours stay far apart."""
@@ -165,8 +186,9 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: tuple[i
         draw.rectangle(box, fill=dark)
         for row in range(4):
             for col in range(row % 2, 4, 2):  # cells (0,0) and (3,3) are coloured: corners touched
-                draw.rectangle((x0 + col * w / 4, y0 + row * h / 4,
-                                x0 + (col + 1) * w / 4, y0 + (row + 1) * h / 4), fill=colour)
+                draw.rectangle(
+                    (x0 + col * w / 4, y0 + row * h / 4, x0 + (col + 1) * w / 4, y0 + (row + 1) * h / 4), fill=colour
+                )
     elif shape == "star":
         points = []
         for k in range(10):
@@ -175,15 +197,15 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: tuple[i
             points.append((cx + radius * w * math.cos(angle), cy + radius * h * math.sin(angle)))
         draw.polygon(points, fill=colour)
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        return (int(math.floor(min(xs))), int(math.floor(min(ys))),
-                int(math.ceil(max(xs))), int(math.ceil(max(ys))))
+        return (int(math.floor(min(xs))), int(math.floor(min(ys))), int(math.ceil(max(xs))), int(math.ceil(max(ys))))
     else:
         raise ValueError(f"unknown shape {shape!r}")
     return box
 
 
-def draw_picture(label: int, num_classes: int, width: int, height: int,
-                 rng: np.random.Generator) -> tuple[Image.Image, list[Box]]:
+def draw_picture(
+    label: int, num_classes: int, width: int, height: int, rng: np.random.Generator
+) -> tuple[Image.Image, list[Box]]:
     """One RGB picture of class `label`: its colour and shape, 1 or 2 instances, random place and scale."""
     image = _background(width, height, rng)
     draw = ImageDraw.Draw(image)
@@ -204,6 +226,7 @@ def draw_picture(label: int, num_classes: int, width: int, height: int,
 
 
 # --------------------------------------------------------------------------- encodings
+
 
 def _jpeg_bytes(image: Image.Image, quality: int, **options: Any) -> bytes:
     buffer = io.BytesIO()
@@ -230,12 +253,15 @@ def decompression_bomb_png(width: int = BOMB_SIZE[0], height: int = BOMB_SIZE[1]
     """
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     first_rows = zlib.compress(bytes(64 * (1 + 3 * width)), 9)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_rows)
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_rows) + _png_chunk(b"IEND", b"")
+    )
 
 
-NOT_AN_IMAGE = (b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
-                b"<body><h1>Not Found</h1><p>The requested image was not found.</p></body></html>\n")
+NOT_AN_IMAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
+    b"<body><h1>Not Found</h1><p>The requested image was not found.</p></body></html>\n"
+)
 
 
 def encode(kind: str, image: Image.Image, rng: np.random.Generator) -> bytes:
@@ -266,13 +292,15 @@ def encode(kind: str, image: Image.Image, rng: np.random.Generator) -> bytes:
 
 # --------------------------------------------------------------------------- plan
 
+
 def _check_arguments(num_classes: int, train_per_class: int, val_per_class: int) -> None:
     if not 1 <= num_classes <= len(CLASS_CATALOG):
-        raise ValueError(f"num_classes={num_classes}: the sample embeds {len(CLASS_CATALOG)} real "
-                         f"ImageNet classes; pass --num_classes between 1 and {len(CLASS_CATALOG)}")
+        raise ValueError(
+            f"num_classes={num_classes}: the sample embeds {len(CLASS_CATALOG)} real "
+            f"ImageNet classes; pass --num_classes between 1 and {len(CLASS_CATALOG)}"
+        )
     if train_per_class < 1 or val_per_class < 1:
-        raise ValueError(f"train_per_class={train_per_class}, val_per_class={val_per_class}: "
-                         "both must be >= 1")
+        raise ValueError(f"train_per_class={train_per_class}, val_per_class={val_per_class}: both must be >= 1")
 
 
 def _plan_classes(num_classes: int, rng: np.random.Generator) -> list[dict]:
@@ -281,31 +309,36 @@ def _plan_classes(num_classes: int, rng: np.random.Generator) -> list[dict]:
     ids = [int(i) + 1 for i in rng.permutation(num_classes)]
     if num_classes > 1 and ids == sorted(ids):  # real IDs are never in sorted-wnid order
         ids[0], ids[1] = ids[1], ids[0]
-    return [{"label": index + 1, "wnid": wnid, "text": text, "ilsvrc2012_id": ilsvrc_id,
-             "family": family, "gloss": gloss}
-            for index, ((wnid, text, family, gloss), ilsvrc_id) in enumerate(zip(chosen, ids))]
+    return [
+        {"label": index + 1, "wnid": wnid, "text": text, "ilsvrc2012_id": ilsvrc_id, "family": family, "gloss": gloss}
+        for index, ((wnid, text, family, gloss), ilsvrc_id) in enumerate(zip(chosen, ids))
+    ]
 
 
 def _assign_quirks(slots: list[dict], quirks: tuple[str, ...], rng: np.random.Generator) -> None:
     """Marks random slots with the quirk kinds (as many as there are slots)."""
     if len(slots) < len(quirks):
-        logging.warning("only %d images in %s for %d quirk kinds; some quirks left out",
-                        len(slots), slots[0]["split"] if slots else "split", len(quirks))
+        logging.warning(
+            "only %d images in %s for %d quirk kinds; some quirks left out",
+            len(slots),
+            slots[0]["split"] if slots else "split",
+            len(quirks),
+        )
     free = [i for i, slot in enumerate(slots) if slot["kind"] == "jpeg"]
     picks = rng.choice(len(free), size=min(len(free), len(quirks)), replace=False)
     for kind, pick in zip(quirks, picks):
         slots[free[int(pick)]]["kind"] = kind
 
 
-def _plan_train(classes: list[dict], per_class: int, with_quirks: bool,
-                rng: np.random.Generator) -> list[dict]:
+def _plan_train(classes: list[dict], per_class: int, with_quirks: bool, rng: np.random.Generator) -> list[dict]:
     numbers_pool = np.array([n for n in range(1, 15000) if n != PNG_DISGUISE_NUMBER])
     slots = []
     for cls in classes:
         numbers = rng.choice(numbers_pool, size=per_class, replace=False)
         for number in numbers:
-            slots.append({"split": "train", "wnid": cls["wnid"], "label": cls["label"],
-                          "number": int(number), "kind": "jpeg"})
+            slots.append(
+                {"split": "train", "wnid": cls["wnid"], "label": cls["label"], "number": int(number), "kind": "jpeg"}
+            )
     if with_quirks:
         disguise = [s for s in slots if s["wnid"] == PNG_DISGUISE_WNID]
         if disguise:  # the real n02105855_2933.JPEG is a PNG
@@ -316,14 +349,20 @@ def _plan_train(classes: list[dict], per_class: int, with_quirks: bool,
     return slots
 
 
-def _plan_val(classes: list[dict], per_class: int, with_quirks: bool,
-              rng: np.random.Generator) -> list[dict]:
+def _plan_val(classes: list[dict], per_class: int, with_quirks: bool, rng: np.random.Generator) -> list[dict]:
     """Val images of all classes interleaved in a shuffled order, then numbered 1..N like the real set."""
     drawn = [cls for cls in classes for _ in range(per_class)]
     order = rng.permutation(len(drawn))
-    slots = [{"split": "validation", "wnid": drawn[i]["wnid"], "label": drawn[i]["label"],
-              "name": val_name(position + 1), "kind": "jpeg"}
-             for position, i in enumerate(order)]
+    slots = [
+        {
+            "split": "validation",
+            "wnid": drawn[i]["wnid"],
+            "label": drawn[i]["label"],
+            "name": val_name(position + 1),
+            "kind": "jpeg",
+        }
+        for position, i in enumerate(order)
+    ]
     if with_quirks:
         _assign_quirks(slots, VAL_QUIRKS, rng)
     return slots
@@ -342,6 +381,7 @@ def _plan_box_files(train: list[dict], with_quirks: bool, rng: np.random.Generat
 
 
 # --------------------------------------------------------------------------- annotations
+
 
 def _normalised(box: Box, width: int, height: int) -> list[float]:
     return [box[0] / width, box[1] / height, box[2] / width, box[3] / height]
@@ -376,16 +416,35 @@ def annotation_xml(slot: dict, raw_boxes: list[tuple[int, int, int, int]]) -> by
     stem = slot["name"].rsplit(".", 1)[0]
     filename = "%s" if slot.get("xml") == "junk_filename" else stem
     depth = 1 if slot["kind"] == "grayscale" else 3
-    lines = ["<annotation>", f"\t<folder>{slot['wnid']}</folder>", f"\t<filename>{filename}</filename>",
-             "\t<source>", "\t\t<database>ILSVRC_2012</database>", "\t</source>",
-             "\t<size>", f"\t\t<width>{slot['width']}</width>", f"\t\t<height>{slot['height']}</height>",
-             f"\t\t<depth>{depth}</depth>", "\t</size>", "\t<segmented>0</segmented>"]
+    lines = [
+        "<annotation>",
+        f"\t<folder>{slot['wnid']}</folder>",
+        f"\t<filename>{filename}</filename>",
+        "\t<source>",
+        "\t\t<database>ILSVRC_2012</database>",
+        "\t</source>",
+        "\t<size>",
+        f"\t\t<width>{slot['width']}</width>",
+        f"\t\t<height>{slot['height']}</height>",
+        f"\t\t<depth>{depth}</depth>",
+        "\t</size>",
+        "\t<segmented>0</segmented>",
+    ]
     for xmin, ymin, xmax, ymax in raw_boxes:
-        lines += ["\t<object>", f"\t\t<name>{slot['wnid']}</name>", "\t\t<pose>Unspecified</pose>",
-                  "\t\t<truncated>0</truncated>", "\t\t<difficult>0</difficult>", "\t\t<bndbox>",
-                  f"\t\t\t<xmin>{xmin}</xmin>", f"\t\t\t<ymin>{ymin}</ymin>",
-                  f"\t\t\t<xmax>{xmax}</xmax>", f"\t\t\t<ymax>{ymax}</ymax>",
-                  "\t\t</bndbox>", "\t</object>"]
+        lines += [
+            "\t<object>",
+            f"\t\t<name>{slot['wnid']}</name>",
+            "\t\t<pose>Unspecified</pose>",
+            "\t\t<truncated>0</truncated>",
+            "\t\t<difficult>0</difficult>",
+            "\t\t<bndbox>",
+            f"\t\t\t<xmin>{xmin}</xmin>",
+            f"\t\t\t<ymin>{ymin}</ymin>",
+            f"\t\t\t<xmax>{xmax}</xmax>",
+            f"\t\t\t<ymax>{ymax}</ymax>",
+            "\t\t</bndbox>",
+            "\t</object>",
+        ]
     lines.append("</annotation>")
     text = "\n".join(lines) + "\n"
     if slot.get("xml") == "malformed":  # cut mid-element: not well-formed
@@ -400,10 +459,19 @@ def _prediction_string(wnid: str, boxes: list[tuple[int, int, int, int]]) -> str
 
 # --------------------------------------------------------------------------- meta.mat
 
+
 def meta_mat_bytes(classes: list[dict], train_per_class: int) -> bytes:
     """The devkit's meta.mat: a (N, 1) struct array `synsets`, leaves 1..num_classes, parents after."""
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
-              "wordnet_height", "num_train_images"]
+    fields = [
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
     rows = []  # (id, wnid, words, gloss, children ids, height, train images)
     for cls in sorted(classes, key=lambda c: c["ilsvrc2012_id"]):
         rows.append((cls["ilsvrc2012_id"], cls["wnid"], cls["text"], cls["gloss"], [], 0, train_per_class))
@@ -414,21 +482,30 @@ def meta_mat_bytes(classes: list[dict], train_per_class: int) -> bytes:
         if children:
             wnid, words = PARENT_SYNSETS[family]
             parent_ids[family] = next_id
-            rows.append((next_id, wnid, words, f"any {family} in this sample", children, 1,
-                         train_per_class * len(children)))
+            rows.append(
+                (next_id, wnid, words, f"any {family} in this sample", children, 1, train_per_class * len(children))
+            )
             next_id += 1
     if "animal" in parent_ids:
         animals = sum(1 for c in classes if c["family"] == "animal")
-        rows.append((next_id, *GRANDPARENT_SYNSET, "a living thing", [parent_ids["animal"]], 2,
-                     train_per_class * animals))
+        rows.append(
+            (next_id, *GRANDPARENT_SYNSET, "a living thing", [parent_ids["animal"]], 2, train_per_class * animals)
+        )
     synsets = np.empty((len(rows), 1), dtype=[(name, object) for name in fields])
     for i, (ilsvrc_id, wnid, words, gloss, children, height, images) in enumerate(rows):
-        children_array = (np.array([children], dtype=np.uint16) if children
-                          else np.zeros((1, 0), dtype=np.uint8))
-        synsets[i, 0] = (np.array([[ilsvrc_id]], dtype=np.uint16), wnid, words, gloss,
-                         np.array([[len(children)]], dtype=np.uint8), children_array,
-                         np.array([[height]], dtype=np.uint8), np.array([[images]], dtype=np.uint16))
+        children_array = np.array([children], dtype=np.uint16) if children else np.zeros((1, 0), dtype=np.uint8)
+        synsets[i, 0] = (
+            np.array([[ilsvrc_id]], dtype=np.uint16),
+            wnid,
+            words,
+            gloss,
+            np.array([[len(children)]], dtype=np.uint8),
+            children_array,
+            np.array([[height]], dtype=np.uint8),
+            np.array([[images]], dtype=np.uint16),
+        )
     import scipy.io  # deferred: only the devkit needs it
+
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"synsets": synsets})
     data = bytearray(buffer.getvalue())
@@ -437,6 +514,7 @@ def meta_mat_bytes(classes: list[dict], train_per_class: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- archives
+
 
 def _tar_info(name: str, size: int = 0, directory: bool = False) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
@@ -466,17 +544,29 @@ def _write(path: str, payload: bytes) -> None:
         f.write(payload)
 
 
-def _write_tars(root: str, classes: list[dict], train: list[dict], val: list[dict],
-                xmls: dict[str, bytes], meta_mat: bytes, ground_truth: bytes) -> None:
+def _write_tars(
+    root: str,
+    classes: list[dict],
+    train: list[dict],
+    val: list[dict],
+    xmls: dict[str, bytes],
+    meta_mat: bytes,
+    ground_truth: bytes,
+) -> None:
     os.makedirs(root, exist_ok=True)
     with tarfile.open(os.path.join(root, TRAIN_TAR), mode="w", format=tarfile.GNU_FORMAT) as outer:
         for cls in classes:
             inner = _tar_bytes([(s["name"], s["bytes"]) for s in train if s["wnid"] == cls["wnid"]])
             outer.addfile(_tar_info(f"{cls['wnid']}.tar", len(inner)), io.BytesIO(inner))
     _write(os.path.join(root, VAL_TAR), _tar_bytes([(s["name"], s["bytes"]) for s in val]))
-    devkit = _tar_bytes([(f"{DEVKIT_DIR}/", None), (f"{DEVKIT_DIR}/data/", None),
-                         (f"{DEVKIT_DIR}/data/meta.mat", meta_mat),
-                         (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt", ground_truth)])
+    devkit = _tar_bytes(
+        [
+            (f"{DEVKIT_DIR}/", None),
+            (f"{DEVKIT_DIR}/data/", None),
+            (f"{DEVKIT_DIR}/data/meta.mat", meta_mat),
+            (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt", ground_truth),
+        ]
+    )
     _write(os.path.join(root, DEVKIT_TAR), gzip.compress(devkit, mtime=0))
     bbox_members: list[tuple[str, bytes | None]] = []
     for wnid in sorted({member.split("/")[0] for member in xmls}):
@@ -485,8 +575,7 @@ def _write_tars(root: str, classes: list[dict], train: list[dict], val: list[dic
     _write(os.path.join(root, BBOX_TAR), gzip.compress(_tar_bytes(bbox_members), mtime=0))
 
 
-def _write_folders(root: str, classes: list[dict], train: list[dict], val: list[dict],
-                   xmls: dict[str, bytes]) -> None:
+def _write_folders(root: str, classes: list[dict], train: list[dict], val: list[dict], xmls: dict[str, bytes]) -> None:
     for slot in train:
         _write(os.path.join(root, "train", slot["wnid"], slot["name"]), slot["bytes"])
     for slot in val:
@@ -501,8 +590,15 @@ def _write_folders(root: str, classes: list[dict], train: list[dict], val: list[
     _write(os.path.join(root, METADATA_TXT), lines.encode())
 
 
-def _write_kaggle(root: str, classes: list[dict], train: list[dict], val: list[dict],
-                  xmls: dict[str, bytes], raw_boxes: dict[str, list], rng: np.random.Generator) -> None:
+def _write_kaggle(
+    root: str,
+    classes: list[dict],
+    train: list[dict],
+    val: list[dict],
+    xmls: dict[str, bytes],
+    raw_boxes: dict[str, list],
+    rng: np.random.Generator,
+) -> None:
     for slot in train:
         _write(os.path.join(root, KAGGLE_DATA, "train", slot["wnid"], slot["name"]), slot["bytes"])
     for slot in val:
@@ -511,10 +607,12 @@ def _write_kaggle(root: str, classes: list[dict], train: list[dict], val: list[d
         _write(os.path.join(root, KAGGLE_ANNOTATIONS, "train", member), payload)
     mapping = "".join(f"{c['wnid']} {c['text']}\n" for c in classes)
     _write(os.path.join(root, "LOC_synset_mapping.txt"), mapping.encode())
-    train_rows = [f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], raw_boxes[s['name']])}\n"
-                  for s in train if s.get("xml") and s["xml"] != "malformed"]
-    val_rows = [f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], s['drawn_boxes'])}\n"
-                for s in val]
+    train_rows = [
+        f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], raw_boxes[s['name']])}\n"
+        for s in train
+        if s.get("xml") and s["xml"] != "malformed"
+    ]
+    val_rows = [f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], s['drawn_boxes'])}\n" for s in val]
     for name, rows in (("LOC_train_solution.csv", train_rows), ("LOC_val_solution.csv", val_rows)):
         shuffled = [rows[int(i)] for i in rng.permutation(len(rows))]
         _write(os.path.join(root, name), ("ImageId,PredictionString\n" + "".join(shuffled)).encode())
@@ -522,20 +620,29 @@ def _write_kaggle(root: str, classes: list[dict], train: list[dict], val: list[d
 
 # --------------------------------------------------------------------------- entry points
 
+
 def _prepare_output_dir(output_dir: str) -> None:
     """Replaces an earlier sample, but refuses to write into an unrelated non-empty directory."""
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         if not os.path.exists(os.path.join(output_dir, TRUTH_JSON)):
-            raise FileExistsError(f"{output_dir} is not empty and holds no {TRUTH_JSON}, so it is not an "
-                                  "earlier sample; pass an empty or new --output_dir")
+            raise FileExistsError(
+                f"{output_dir} is not empty and holds no {TRUTH_JSON}, so it is not an "
+                "earlier sample; pass an empty or new --output_dir"
+            )
         for name in LAYOUT_DIRS:
             shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
         os.remove(os.path.join(output_dir, TRUTH_JSON))
     os.makedirs(output_dir, exist_ok=True)
 
 
-def generate(output_dir: str, num_classes: int = 10, train_per_class: int = 40,
-             val_per_class: int = 10, seed: int = 0, with_quirks: bool = True) -> dict:
+def generate(
+    output_dir: str,
+    num_classes: int = 10,
+    train_per_class: int = 40,
+    val_per_class: int = 10,
+    seed: int = 0,
+    with_quirks: bool = True,
+) -> dict:
     """Writes the sample in all three layouts plus truth.json; returns the truth dict.
 
     Deterministic: the same arguments give byte-identical files. `with_quirks=False`
@@ -554,8 +661,7 @@ def generate(output_dir: str, num_classes: int = 10, train_per_class: int = 40,
             image_rng = np.random.default_rng([seed, split_code, index])
             width, height = int(image_rng.integers(100, 301)), int(image_rng.integers(100, 301))
             image, boxes = draw_picture(slot["label"], num_classes, width, height, image_rng)
-            slot.update(width=width, height=height, drawn_boxes=boxes,
-                        bytes=encode(slot["kind"], image, image_rng))
+            slot.update(width=width, height=height, drawn_boxes=boxes, bytes=encode(slot["kind"], image, image_rng))
 
     xmls: dict[str, bytes] = {}
     raw_boxes: dict[str, list] = {}
@@ -572,21 +678,35 @@ def generate(output_dir: str, num_classes: int = 10, train_per_class: int = 40,
     by_id = sorted(classes, key=lambda c: c["ilsvrc2012_id"])
     label_to_id = {c["label"]: c["ilsvrc2012_id"] for c in by_id}
     ground_truth = "".join(f"{label_to_id[s['label']]}\n" for s in val).encode()
-    _write_tars(os.path.join(output_dir, "tars"), classes, train, val, xmls,
-                meta_mat_bytes(classes, train_per_class), ground_truth)
+    _write_tars(
+        os.path.join(output_dir, "tars"),
+        classes,
+        train,
+        val,
+        xmls,
+        meta_mat_bytes(classes, train_per_class),
+        ground_truth,
+    )
     _write_folders(os.path.join(output_dir, "folders"), classes, train, val, xmls)
     _write_kaggle(os.path.join(output_dir, "kaggle"), classes, train, val, xmls, raw_boxes, rng)
 
     images = []
     for slot in train + val:
         valid = slot["kind"] not in HOSTILE_KINDS
-        images.append({
-            "split": slot["split"], "name": slot["name"], "wnid": slot["wnid"], "label": slot["label"],
-            "kind": slot["kind"], "valid": valid,
-            "width": slot["width"] if valid else None, "height": slot["height"] if valid else None,
-            "channels": (1 if slot["kind"] == "grayscale" else 3) if valid else None,
-            "boxes": truth_boxes.get(slot["name"], []),
-        })
+        images.append(
+            {
+                "split": slot["split"],
+                "name": slot["name"],
+                "wnid": slot["wnid"],
+                "label": slot["label"],
+                "kind": slot["kind"],
+                "valid": valid,
+                "width": slot["width"] if valid else None,
+                "height": slot["height"] if valid else None,
+                "channels": (1 if slot["kind"] == "grayscale" else 3) if valid else None,
+                "boxes": truth_boxes.get(slot["name"], []),
+            }
+        )
     truth = {
         "num_classes": num_classes,
         "classes": [{k: c[k] for k in ("label", "wnid", "text", "ilsvrc2012_id")} for c in classes],
@@ -597,17 +717,23 @@ def generate(output_dir: str, num_classes: int = 10, train_per_class: int = 40,
         json.dump(truth, f, indent=1)
         f.write("\n")
     hostile = sum(1 for i in images if not i["valid"])
-    logging.info("wrote %d classes, %d train + %d validation images (%d hostile), %d bbox XML files "
-                 "under %s/{%s}", num_classes, len(train), len(val), hostile, len(xmls), output_dir,
-                 ",".join(LAYOUT_DIRS))
+    logging.info(
+        "wrote %d classes, %d train + %d validation images (%d hostile), %d bbox XML files under %s/{%s}",
+        num_classes,
+        len(train),
+        len(val),
+        hostile,
+        len(xmls),
+        output_dir,
+        ",".join(LAYOUT_DIRS),
+    )
     return truth
 
 
 def _define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module (as the tests
     do, next to other CLIs with an --output_dir flag) never collides in absl's global registry."""
-    flags.DEFINE_string("output_dir", None,
-                        "Directory to write tars/, folders/, kaggle/ and truth.json into.")
+    flags.DEFINE_string("output_dir", None, "Directory to write tars/, folders/, kaggle/ and truth.json into.")
     flags.DEFINE_integer("num_classes", 10, f"Number of real ImageNet classes (1..{len(CLASS_CATALOG)}).")
     flags.DEFINE_integer("train_per_class", 40, "Training images per class.")
     flags.DEFINE_integer("val_per_class", 10, "Validation images per class.")
@@ -620,8 +746,14 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     options = flags.FLAGS
-    generate(options.output_dir, options.num_classes, options.train_per_class, options.val_per_class,
-             options.seed, with_quirks=options.quirks)
+    generate(
+        options.output_dir,
+        options.num_classes,
+        options.train_per_class,
+        options.val_per_class,
+        options.seed,
+        with_quirks=options.quirks,
+    )
 
 
 if __name__ == "__main__":

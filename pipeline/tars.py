@@ -14,7 +14,8 @@ import dataclasses
 import io
 import posixpath
 import tarfile
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -69,9 +70,7 @@ def _members(file: BinaryIO, start: int, size: int, origin: str) -> Iterator[Mem
                 if info.isfile():
                     yield Member(info.name, start + info.offset_data, info.size)
     except tarfile.TarError as error:
-        raise ValueError(
-            f"{origin}: not a readable tar archive ({error}); re-download it or check the path"
-        ) from error
+        raise ValueError(f"{origin}: not a readable tar archive ({error}); re-download it or check the path") from error
 
 
 def list_members(path: str) -> list[Member]:
@@ -91,7 +90,7 @@ def read_range(file: BinaryIO, offset: int, size: int) -> bytes:
     file.seek(offset)
     data = file.read(size)
     if len(data) != size:
-        raise IOError(f"short read: wanted {size} bytes at offset {offset}, got {len(data)}")
+        raise OSError(f"short read: wanted {size} bytes at offset {offset}, got {len(data)}")
     return data
 
 

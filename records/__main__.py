@@ -25,17 +25,26 @@ from records import verify as verify_lib
 
 COMMANDS = ("inspect", "verify")
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("sample_records", inspect_lib.DEFAULT_SAMPLE_RECORDS,
-                     "inspect: records read per split (spread over its shards) for image statistics.", lower_bound=0)
+flags.DEFINE_integer(
+    "sample_records",
+    inspect_lib.DEFAULT_SAMPLE_RECORDS,
+    "inspect: records read per split (spread over its shards) for image statistics.",
+    lower_bound=0,
+)
 flags.DEFINE_string("sheet", None, "inspect: write a contact sheet PNG of random records with their labels here.")
 flags.DEFINE_integer("sheet_images", 16, "inspect: records per split on the contact sheet.", lower_bound=1)
 flags.DEFINE_integer("sheet_seed", 0, "inspect: which random records the contact sheet shows.")
-flags.DEFINE_string("plots", None,
-                    "inspect: write PNG plots (images per class, image side lengths) into this directory.")
+flags.DEFINE_string(
+    "plots", None, "inspect: write PNG plots (images per class, image side lengths) into this directory."
+)
 flags.DEFINE_integer("workers", 0, "verify: processes checking shards in parallel; 0 = one per core.", lower_bound=0)
 flags.DEFINE_bool("beam", False, "verify: run as a Beam job (one element per shard); other flags go to Beam.")
-flags.DEFINE_integer("max_problems_per_shard", verify_lib.DEFAULT_MAX_PROBLEMS_PER_SHARD,
-                     "verify: bad records listed per shard (all are counted).", lower_bound=1)
+flags.DEFINE_integer(
+    "max_problems_per_shard",
+    verify_lib.DEFAULT_MAX_PROBLEMS_PER_SHARD,
+    "verify: bad records listed per shard (all are counted).",
+    lower_bound=1,
+)
 
 # The local Beam default, as for the records job: every core through the multi-process DirectRunner.
 _BEAM_LOCAL_DEFAULTS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
@@ -55,11 +64,13 @@ def run_inspect(records_dir: str) -> None:
 
 def run_verify(records_dir: str, beam_args: list[str]) -> int:
     if FLAGS.beam:
-        report = verify_lib.verify_with_beam(records_dir, _with_local_defaults(beam_args),
-                                             max_problems_per_shard=FLAGS.max_problems_per_shard)
+        report = verify_lib.verify_with_beam(
+            records_dir, _with_local_defaults(beam_args), max_problems_per_shard=FLAGS.max_problems_per_shard
+        )
     else:
-        report = verify_lib.verify(records_dir, FLAGS.workers or None,
-                                   max_problems_per_shard=FLAGS.max_problems_per_shard)
+        report = verify_lib.verify(
+            records_dir, FLAGS.workers or None, max_problems_per_shard=FLAGS.max_problems_per_shard
+        )
     print(verify_lib.format_report(report), flush=True)
     return 0 if report.ok else 1
 
@@ -73,12 +84,17 @@ def _with_local_defaults(beam_args: list[str]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"usage: python -m records {{{'|'.join(COMMANDS)}}} RECORDS_DIR [flags]; "
-                             f"got {' '.join(argv[1:]) or 'nothing'}", exitcode=_CANNOT_CHECK)
+        raise app.UsageError(
+            f"usage: python -m records {{{'|'.join(COMMANDS)}}} RECORDS_DIR [flags]; "
+            f"got {' '.join(argv[1:]) or 'nothing'}",
+            exitcode=_CANNOT_CHECK,
+        )
     command, records_dir, rest = argv[1], argv[2], argv[3:]
     if rest and not (command == "verify" and FLAGS.beam):
-        raise app.UsageError(f"unknown arguments {' '.join(rest)} (Beam flags need `verify --beam`); "
-                             "see python -m records --help", exitcode=_CANNOT_CHECK)
+        raise app.UsageError(
+            f"unknown arguments {' '.join(rest)} (Beam flags need `verify --beam`); see python -m records --help",
+            exitcode=_CANNOT_CHECK,
+        )
     std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)  # worker chatter drowns the progress
     try:
         if command == "inspect":

@@ -127,7 +127,10 @@ def normalise_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         # Pillow's own limit fired inside open(): 2x Image.MAX_IMAGE_PIXELS, or
         # 1x when the process turns warnings into errors.
-        return Rejected(f"too large: {str(error).rstrip('.')}; raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels if the file is trusted")
+        return Rejected(
+            f"too large: {str(error).rstrip('.')}; "
+            "raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels if the file is trusted"
+        )
     except _Unsupported as error:
         return Rejected(f"unsupported: {error}")
     except MemoryError:
@@ -195,8 +198,10 @@ def _reencode(image: ImageFile.ImageFile, steps: list[str], target: tuple[int, i
         try:
             pixels = _to_rgb(pixels)
         except ValueError as error:  # e.g. a LAB TIFF: Pillow has no conversion for it
-            raise _Unsupported(f"{image.format} image in mode {pixels.mode} has no RGB conversion ({error}); "
-                               "convert it to RGB PNG or JPEG first") from error
+            raise _Unsupported(
+                f"{image.format} image in mode {pixels.mode} has no RGB conversion ({error}); "
+                "convert it to RGB PNG or JPEG first"
+            ) from error
     if target is not None:
         if pixels.size != target:
             pixels = pixels.resize(target, Image.Resampling.LANCZOS)

@@ -16,7 +16,7 @@ import dataclasses
 import io
 import math
 import posixpath
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -105,8 +105,10 @@ def sample_split(records_dir: str, split: str, num_shards: int, count: int) -> l
     for index in chosen:
         path = posixpath.join(records_dir, shards.shard_name(split, index, num_shards))
         if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path} is listed in manifest.json but missing; "
-                                    f"run `python -m records verify {records_dir}` and rebuild the records")
+            raise FileNotFoundError(
+                f"{path} is listed in manifest.json but missing; "
+                f"run `python -m records verify {records_dir}` and rebuild the records"
+            )
         wanted = min(per_shard, count - len(records))
         try:
             with tf.io.gfile.GFile(path, "rb") as f:
@@ -116,15 +118,23 @@ def sample_split(records_dir: str, split: str, num_shards: int, count: int) -> l
                     if wanted == 0:
                         break
         except (tfrecord.CorruptRecordError, ValueError) as error:
-            logging.warning("%s: %s; skipped the rest of this shard (run `python -m records verify`)",
-                            posixpath.basename(path), error)
+            logging.warning(
+                "%s: %s; skipped the rest of this shard (run `python -m records verify`)",
+                posixpath.basename(path),
+                error,
+            )
         if len(records) >= count:
             break
     return records
 
 
-def _summarize_split(split: str, stats: manifest.SplitStats, table: SynsetTable,
-                     sample: Sequence[features.ImageRecord], reasons: list[str] | None) -> SplitSummary:
+def _summarize_split(
+    split: str,
+    stats: manifest.SplitStats,
+    table: SynsetTable,
+    sample: Sequence[features.ImageRecord],
+    reasons: list[str] | None,
+) -> SplitSummary:
     names = shards.shard_names(split, stats.num_shards)
     counts = stats.shard_counts
     smallest, largest = int(np.argmin(counts)), int(np.argmax(counts))
@@ -180,16 +190,20 @@ def format_summary(summary: Summary) -> str:
         + _reasons_text(summary.annotation_reasons if summary.num_annotations_rejected else ())
     ]
     for s in summary.splits:
-        lines.append(f"{s.split}: {s.num_examples} examples in {s.num_shards} shards "
-                     f"(smallest {s.smallest_shard[0]}: {s.smallest_shard[1]}, "
-                     f"largest {s.largest_shard[0]}: {s.largest_shard[1]})")
+        lines.append(
+            f"{s.split}: {s.num_examples} examples in {s.num_shards} shards "
+            f"(smallest {s.smallest_shard[0]}: {s.smallest_shard[1]}, "
+            f"largest {s.largest_shard[0]}: {s.largest_shard[1]})"
+        )
         missing = f"; missing {', '.join(s.missing_classes[:5])}" + ("..." if len(s.missing_classes) > 5 else "")
-        lines.append(f"  classes present: {s.classes_present} of {summary.num_classes}"
-                     f"{missing if s.missing_classes else ''}")
+        lines.append(
+            f"  classes present: {s.classes_present} of {summary.num_classes}{missing if s.missing_classes else ''}"
+        )
         lines.append("  images per class: min {} / median {} / max {}".format(*s.per_class))
         if s.widths:
-            lines.append(f"  image size, {len(s.widths)} sampled records (percentiles "
-                         f"{'/'.join(f'p{q}' for q in QUANTILES)}):")
+            lines.append(
+                f"  image size, {len(s.widths)} sampled records (percentiles {'/'.join(f'p{q}' for q in QUANTILES)}):"
+            )
             lines.append(f"    width  {_quantiles_text(s.widths)}")
             lines.append(f"    height {_quantiles_text(s.heights)}")
             lines.append(f"    grayscale {s.num_grayscale}, with boxes {s.num_with_boxes}")
@@ -237,16 +251,24 @@ def write_contact_sheet(summary: Summary, path: str, images_per_split: int = 16,
     top = 0
     for (s, records), num_rows in zip(blocks, rows):
         draw.rectangle([0, top, size[0], top + TITLE_HEIGHT - 1], fill=(40, 40, 40))
-        draw.text((6, top + 6), f"{s.split}: {len(records)} random of {s.num_examples} records",
-                  fill=(255, 255, 255), font=font)
+        draw.text(
+            (6, top + 6),
+            f"{s.split}: {len(records)} random of {s.num_examples} records",
+            fill=(255, 255, 255),
+            font=font,
+        )
         top += TITLE_HEIGHT
         for number, record in enumerate(records):
             x, y = (number % SHEET_COLUMNS) * CELL_WIDTH, top + (number // SHEET_COLUMNS) * CELL_HEIGHT
             _paste_thumbnail(sheet, record, x, y)
             caption = [f"{record.label} {record.synset}", record.text]
             for line_number, line in enumerate(caption):
-                draw.text((x + 3, y + THUMB_SIZE + 2 + 16 * line_number), _fit(draw, line, font, CELL_WIDTH - 6),
-                          fill=(0, 0, 0), font=font)
+                draw.text(
+                    (x + 3, y + THUMB_SIZE + 2 + 16 * line_number),
+                    _fit(draw, line, font, CELL_WIDTH - 6),
+                    fill=(0, 0, 0),
+                    font=font,
+                )
         top += num_rows * CELL_HEIGHT
     _save_png(sheet, path)
     return size
@@ -261,8 +283,9 @@ def _paste_thumbnail(sheet: Image.Image, record: features.ImageRecord, x: int, y
         image.thumbnail((THUMB_SIZE, THUMB_SIZE))
         cell.paste(image, ((THUMB_SIZE - image.width) // 2, (THUMB_SIZE - image.height) // 2))
     except Exception as error:  # noqa: BLE001 - a bad image gets a marked cell, not a crash
-        logging.warning("%s: does not decode (%s); marked on the sheet (run `python -m records verify`)",
-                        record.filename, error)
+        logging.warning(
+            "%s: does not decode (%s); marked on the sheet (run `python -m records verify`)", record.filename, error
+        )
         ImageDraw.Draw(cell).line([0, 0, THUMB_SIZE, THUMB_SIZE], fill=(220, 0, 0), width=4)
     sheet.paste(cell, (x, y))
 
@@ -333,4 +356,3 @@ def _save_png(image: Image.Image, path: str) -> None:
         tf.io.gfile.makedirs(parent)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(out.getvalue())
-

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import tensorflow as tf
 
@@ -49,7 +50,7 @@ class Manifest:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, origin: str = MANIFEST_NAME) -> "Manifest":
+    def from_json(cls, text: str, origin: str = MANIFEST_NAME) -> Manifest:
         try:
             raw = json.loads(text)
             splits = {

@@ -25,7 +25,7 @@ import io
 import posixpath
 import re
 import uuid
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 LABEL_OFFSET = 1  # label = index in SynsetTable.wnids + LABEL_OFFSET; 0 is background
 TSV_HEADER = "label\twnid\ttext"
@@ -147,18 +147,24 @@ class SynsetTable:
                 continue
             fields = line.split("\t")
             if len(fields) != 3:
-                raise SynsetFileError(f"{source}:{number}: want 3 tab-separated fields (label, wnid, text), "
-                                      f"got {len(fields)}: {line[:80]!r}")
+                raise SynsetFileError(
+                    f"{source}:{number}: want 3 tab-separated fields (label, wnid, text), "
+                    f"got {len(fields)}: {line[:80]!r}"
+                )
             label, wnid, name = fields
             expected = len(wnids) + LABEL_OFFSET
             if label.strip() != str(expected):
-                raise SynsetFileError(f"{source}:{number}: label {label!r} where {expected} was due; labels must "
-                                      f"run {LABEL_OFFSET}..N in order with no gaps; regenerate the file")
+                raise SynsetFileError(
+                    f"{source}:{number}: label {label!r} where {expected} was due; labels must "
+                    f"run {LABEL_OFFSET}..N in order with no gaps; regenerate the file"
+                )
             if not WNID_PATTERN.fullmatch(wnid):
                 raise SynsetFileError(f"{source}:{number}: {wnid!r} is not a wnid (want n + 8 digits)")
             if wnid in texts:
-                raise SynsetFileError(f"{source}:{number}: {wnid} is listed twice (first at label "
-                                      f"{wnids.index(wnid) + LABEL_OFFSET}); each class must appear once")
+                raise SynsetFileError(
+                    f"{source}:{number}: {wnid} is listed twice (first at label "
+                    f"{wnids.index(wnid) + LABEL_OFFSET}); each class must appear once"
+                )
             wnids.append(wnid)
             texts[wnid] = name
         if not wnids:
@@ -204,7 +210,7 @@ def parse_loc_synset_mapping(text: str, *, source: str = "LOC_synset_mapping.txt
 
 
 def parse_imagenet_metadata(text: str, *, source: str = "imagenet_metadata.txt") -> dict[str, str]:
-    """"wnid<TAB>text" lines -> {wnid: text} for every WordNet synset listed (21,842 in the real file)."""
+    """ "wnid<TAB>text" lines -> {wnid: text} for every WordNet synset listed (21,842 in the real file)."""
     return _parse_pairs(text, _METADATA_LINE, "'n01440764<TAB>tench, Tinca tinca'", source)
 
 
@@ -247,25 +253,31 @@ def parse_meta_mat(data: bytes, *, source: str = "meta.mat") -> list[DevkitSynse
     from scipy import io as scipy_io  # only meta.mat needs scipy
 
     if not data.startswith(_MAT_MAGIC):
-        raise SynsetFileError(f"{source}: not a MATLAB file (does not start with 'MATLAB'); "
-                              "pass the devkit's data/meta.mat")
+        raise SynsetFileError(
+            f"{source}: not a MATLAB file (does not start with 'MATLAB'); pass the devkit's data/meta.mat"
+        )
     try:
         contents = scipy_io.loadmat(io.BytesIO(data))
     except NotImplementedError as error:  # v7.3 files are HDF5
         raise SynsetFileError(f"{source}: {error}; re-save it as a v7 MAT file (the devkit's own is v5)") from error
     except Exception as error:  # noqa: BLE001 - scipy raises many types on damaged files
-        raise SynsetFileError(f"{source}: cannot read this MAT file ({type(error).__name__}: {error}); "
-                              "re-extract data/meta.mat from the devkit") from error
+        raise SynsetFileError(
+            f"{source}: cannot read this MAT file ({type(error).__name__}: {error}); "
+            "re-extract data/meta.mat from the devkit"
+        ) from error
     if "synsets" not in contents:
         found = sorted(k for k in contents if not k.startswith("__"))
-        raise SynsetFileError(f"{source}: no 'synsets' variable (found {found}); "
-                              "is this the ILSVRC2012 devkit's data/meta.mat?")
+        raise SynsetFileError(
+            f"{source}: no 'synsets' variable (found {found}); is this the ILSVRC2012 devkit's data/meta.mat?"
+        )
     records = contents["synsets"]
     names = records.dtype.names or ()
     missing = [f for f in ("ILSVRC2012_ID", "WNID", "num_children") if f not in names]
     if missing:
-        raise SynsetFileError(f"{source}: 'synsets' has no field(s) {missing} (has {list(names)}); "
-                              "is this the ILSVRC2012 devkit's meta.mat?")
+        raise SynsetFileError(
+            f"{source}: 'synsets' has no field(s) {missing} (has {list(names)}); "
+            "is this the ILSVRC2012 devkit's meta.mat?"
+        )
     synsets = []
     for position, record in enumerate(records.ravel(), start=1):
         where = f"{source}: synsets({position})"
@@ -273,12 +285,14 @@ def parse_meta_mat(data: bytes, *, source: str = "meta.mat") -> list[DevkitSynse
         wnid = str(_unwrap(record["WNID"], where) or "").strip()
         if not WNID_PATTERN.fullmatch(wnid):
             raise SynsetFileError(f"{where}: WNID {wnid!r} is not a wnid (want n + 8 digits)")
-        synsets.append(DevkitSynset(
-            ilsvrc2012_id=_as_int(_unwrap(record["ILSVRC2012_ID"], where), "ILSVRC2012_ID", where),
-            wnid=wnid,
-            words=" ".join(str(words or "").split()),
-            num_children=_as_int(_unwrap(record["num_children"], where), "num_children", where),
-        ))
+        synsets.append(
+            DevkitSynset(
+                ilsvrc2012_id=_as_int(_unwrap(record["ILSVRC2012_ID"], where), "ILSVRC2012_ID", where),
+                wnid=wnid,
+                words=" ".join(str(words or "").split()),
+                num_children=_as_int(_unwrap(record["num_children"], where), "num_children", where),
+            )
+        )
     return synsets
 
 
@@ -366,18 +380,22 @@ def load_synsets(
                     "give the class wnids too (train/<wnid>/ folders, or a class list such as "
                     "imagenet_lsvrc_2015_synsets.txt with this file as texts_path)"
                 )
-            table = SynsetTable.build(wnids, parse_imagenet_metadata(text, source=path),
-                                      keep_order=keep_order, source=path)
+            table = SynsetTable.build(
+                wnids, parse_imagenet_metadata(text, source=path), keep_order=keep_order, source=path
+            )
         else:
             table = SynsetTable.build(parse_wnid_list(text, source=path), None, keep_order=True, source=path)
     if wnids:
         unknown = sorted(set(wnids) - set(table.wnids))
         if unknown:
-            raise SynsetFileError(f"{path}: {len(unknown)} wnids of the data are not in this class list "
-                                  f"({', '.join(unknown[:5])}); use a class list that covers them")
+            raise SynsetFileError(
+                f"{path}: {len(unknown)} wnids of the data are not in this class list "
+                f"({', '.join(unknown[:5])}); use a class list that covers them"
+            )
     if texts_path:
-        table = SynsetTable.build(table.wnids, read_texts(texts_path), keep_order=True,
-                                  ilsvrc2012_ids=table.ilsvrc2012_ids, source=texts_path)
+        table = SynsetTable.build(
+            table.wnids, read_texts(texts_path), keep_order=True, ilsvrc2012_ids=table.ilsvrc2012_ids, source=texts_path
+        )
     return table
 
 
@@ -395,8 +413,10 @@ def read_texts(path: str) -> dict[str, str]:
     if kind == "synsets.tsv":
         table = SynsetTable.from_tsv(text, source=path)
         return dict(zip(table.wnids, table.texts))
-    raise SynsetFileError(f"{path}: a plain wnid list has no texts; use imagenet_metadata.txt, "
-                          "LOC_synset_mapping.txt, synsets.tsv or meta.mat")
+    raise SynsetFileError(
+        f"{path}: a plain wnid list has no texts; use imagenet_metadata.txt, "
+        "LOC_synset_mapping.txt, synsets.tsv or meta.mat"
+    )
 
 
 def detect_format(data: bytes, path: str = "") -> str:
@@ -447,10 +467,14 @@ def parse_validation_ground_truth(
         try:
             wnids.append(table.ilsvrc2012_ids[int(line)])
         except ValueError:
-            raise SynsetFileError(f"{source}:{number}: {line[:40]!r} is not an ILSVRC2012_ID (a whole number)") from None
+            raise SynsetFileError(
+                f"{source}:{number}: {line[:40]!r} is not an ILSVRC2012_ID (a whole number)"
+            ) from None
         except KeyError:
-            raise SynsetFileError(f"{source}:{number}: ILSVRC2012_ID {line.strip()} is not a leaf synset of this "
-                                  f"meta.mat ({len(table.ilsvrc2012_ids)} known); use the devkit's own meta.mat") from None
+            raise SynsetFileError(
+                f"{source}:{number}: ILSVRC2012_ID {line.strip()} is not a leaf synset of this "
+                f"meta.mat ({len(table.ilsvrc2012_ids)} known); use the devkit's own meta.mat"
+            ) from None
     if not wnids:
         raise SynsetFileError(f"{source}: no IDs in it")
     return wnids
@@ -470,8 +494,10 @@ def _raise_on_duplicates(items: Sequence[str], source: str) -> None:
         hint = ""
         if len(items) > 2 * len(seen):
             hint = "; it looks like a per-image label file, not a class list"
-        raise SynsetFileError(f"{source}: {len(repeated)} repeated entries ({', '.join(sorted(set(repeated))[:5])})"
-                              f"{hint}; each class must appear once")
+        raise SynsetFileError(
+            f"{source}: {len(repeated)} repeated entries ({', '.join(sorted(set(repeated))[:5])})"
+            f"{hint}; each class must appear once"
+        )
 
 
 def _decode(data: bytes, path: str) -> str:

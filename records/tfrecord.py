@@ -9,7 +9,8 @@ of the data (all little-endian).
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import google_crc32c
 

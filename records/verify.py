@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -144,8 +144,9 @@ def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_M
     except (OSError, tf.errors.OpError) as error:
         complete = False
         report(f"{name}: cannot read after {num_records} records ({_one_line(error)})")
-    return ShardReport(path, num_records, num_bytes, dict(class_counts), tuple(problems), num_bad, complete,
-                       time.monotonic() - started)
+    return ShardReport(
+        path, num_records, num_bytes, dict(class_counts), tuple(problems), num_bad, complete, time.monotonic() - started
+    )
 
 
 def check_record(data: bytes, table: SynsetTable) -> tuple[str | None, str, list[str]]:
@@ -193,11 +194,15 @@ def _label_problems(record: features.ImageRecord, table: SynsetTable) -> list[st
         return [f"label {record.label} outside 1..{len(table)} (synsets.tsv has {len(table)} classes)"]
     problems = []
     if table.wnid_of(record.label) != record.synset:
-        problems.append(f"label {record.label} is {table.wnid_of(record.label)} in synsets.tsv, "
-                        f"but the record says {record.synset!r}")
+        problems.append(
+            f"label {record.label} is {table.wnid_of(record.label)} in synsets.tsv, "
+            f"but the record says {record.synset!r}"
+        )
     if table.text_of(record.label) != record.text:
-        problems.append(f"label {record.label} text is {table.text_of(record.label)!r} in synsets.tsv, "
-                        f"but the record says {record.text!r}")
+        problems.append(
+            f"label {record.label} text is {table.text_of(record.label)!r} in synsets.tsv, "
+            f"but the record says {record.text!r}"
+        )
     return problems
 
 
@@ -228,14 +233,17 @@ def _image_problems(record: features.ImageRecord) -> list[str]:
         return [f"image/encoded does not decode as JPEG ({_one_line(error)}; {len(record.encoded)} bytes)"]
     problems = []
     if image.size != (record.width, record.height):
-        problems.append(f"image is {image.width}x{image.height} but the record says "
-                        f"width {record.width}, height {record.height}")
+        problems.append(
+            f"image is {image.width}x{image.height} but the record says width {record.width}, height {record.height}"
+        )
     if image.mode not in _MODE_FIELDS:
         problems.append(f"image is a {image.mode} JPEG; readers expect RGB or grayscale")
     elif _MODE_FIELDS[image.mode] != (record.channels, record.colorspace):
         channels, colorspace = _MODE_FIELDS[image.mode]
-        problems.append(f"image is {image.mode} ({channels} channels, {colorspace}) but the record says "
-                        f"{record.channels} channels, {record.colorspace}")
+        problems.append(
+            f"image is {image.mode} ({channels} channels, {colorspace}) but the record says "
+            f"{record.channels} channels, {record.colorspace}"
+        )
     return problems
 
 
@@ -246,8 +254,13 @@ def _one_line(error: BaseException) -> str:
 # --- the whole build ------------------------------------------------------------------
 
 
-def verify(records_dir: str, workers: int | None = None, *,
-           max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD, progress_every_secs: float = 10.0) -> Report:
+def verify(
+    records_dir: str,
+    workers: int | None = None,
+    *,
+    max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD,
+    progress_every_secs: float = 10.0,
+) -> Report:
     """Checks every shard in `workers` processes (None: all cores; 1: this process).
 
     Raises FileNotFoundError/ValueError (naming the file and the fix) only
@@ -258,13 +271,15 @@ def verify(records_dir: str, workers: int | None = None, *,
     plan = _plan(records_dir)
     workers = workers or os.cpu_count() or 1
     logging.info("verifying %d shards of %s with %d workers", len(plan.shard_paths), records_dir, workers)
-    reports = _with_progress(_run_local(plan, workers, max_problems_per_shard), len(plan.shard_paths),
-                             started, progress_every_secs)
+    reports = _with_progress(
+        _run_local(plan, workers, max_problems_per_shard), len(plan.shard_paths), started, progress_every_secs
+    )
     return _combine(plan, reports, time.monotonic() - started)
 
 
-def verify_with_beam(records_dir: str, beam_args: Sequence[str], *,
-                     max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD) -> Report:
+def verify_with_beam(
+    records_dir: str, beam_args: Sequence[str], *, max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD
+) -> Report:
     """The same checks as a Beam job: one element per shard, reports combined here.
 
     The combined per-shard reports come back through a JSON file under the
@@ -326,13 +341,22 @@ def _with_progress(reports: Iterable[ShardReport], total: int, started: float, e
         done.append(shard_report)
         records += shard_report.num_records
         if shard_report.num_bad_records:
-            logging.warning("%s: %d bad records, first: %s", shard_report.name, shard_report.num_bad_records,
-                            shard_report.problems[0])
+            logging.warning(
+                "%s: %d bad records, first: %s",
+                shard_report.name,
+                shard_report.num_bad_records,
+                shard_report.problems[0],
+            )
         now = time.monotonic()
         if now - last_log >= every_secs or len(done) == total:
             last_log = now
-            logging.info("verified %d/%d shards, %d records, %.0f records/s", len(done), total, records,
-                         records / max(now - started, 1e-9))
+            logging.info(
+                "verified %d/%d shards, %d records, %.0f records/s",
+                len(done),
+                total,
+                records,
+                records / max(now - started, 1e-9),
+            )
     return done
 
 
@@ -350,11 +374,15 @@ def _plan(records_dir: str) -> _Plan:
     on_disk = {n for n in on_disk if shards.parse_shard_name(n)}
     for name in sorted(set(expected) - on_disk):
         split = shards.parse_shard_name(name)[0]
-        problems.append(f"{name}: missing (manifest.json lists {built.splits[split].num_shards} {split} shards); "
-                        "restore the file or rebuild the records")
+        problems.append(
+            f"{name}: missing (manifest.json lists {built.splits[split].num_shards} {split} shards); "
+            "restore the file or rebuild the records"
+        )
     for name in sorted(on_disk - set(expected)):
-        problems.append(f"{name}: not listed in manifest.json (left from another build?); readers glob every "
-                        "shard in the directory, so remove it or rebuild into an empty directory")
+        problems.append(
+            f"{name}: not listed in manifest.json (left from another build?); readers glob every "
+            "shard in the directory, so remove it or rebuild into an empty directory"
+        )
     problems += _rejected_problems(records_dir, built)
     paths = tuple(posixpath.join(records_dir, n) for n in sorted(set(expected) & on_disk))
     return _Plan(records_dir, built, table, paths, expected, tuple(problems))
@@ -373,12 +401,16 @@ def _rejected_problems(records_dir: str, built: manifest.Manifest) -> list[str]:
     problems = []
     for split, stats in sorted(built.splits.items()):
         if per_split[split] != stats.num_rejected:
-            problems.append(f"{manifest.REJECTED_NAME} lists {per_split[split]} rejected {split} images, "
-                            f"manifest.json says {stats.num_rejected}")
+            problems.append(
+                f"{manifest.REJECTED_NAME} lists {per_split[split]} rejected {split} images, "
+                f"manifest.json says {stats.num_rejected}"
+            )
     others = sum(n for split, n in per_split.items() if split not in built.splits)
     if others != built.num_annotations_rejected:
-        problems.append(f"{manifest.REJECTED_NAME} lists {others} rejected box files, "
-                        f"manifest.json says {built.num_annotations_rejected}")
+        problems.append(
+            f"{manifest.REJECTED_NAME} lists {others} rejected box files, "
+            f"manifest.json says {built.num_annotations_rejected}"
+        )
     return problems
 
 
@@ -406,16 +438,20 @@ def _combine(plan: _Plan, reports: Iterable[ShardReport], seconds: float) -> Rep
         wrong = sorted(w for w in set(counted) | set(stats.class_counts) if counted[w] != stats.class_counts.get(w, 0))
         if wrong:
             listed = ", ".join(f"{w} {counted[w]} vs {stats.class_counts.get(w, 0)}" for w in wrong[:5])
-            problems.append(f"{split}: records per class disagree with manifest.json for {len(wrong)} classes "
-                            f"(shards vs manifest: {listed})")
+            problems.append(
+                f"{split}: records per class disagree with manifest.json for {len(wrong)} classes "
+                f"(shards vs manifest: {listed})"
+            )
     ordered = tuple(by_name[n] for n in sorted(by_name))
     return Report(plan.records_dir, ordered, tuple(problems), seconds)
 
 
 def format_report(report: Report) -> str:
     """The lines the CLI prints: every problem, then one summary line."""
-    rate = f"{report.num_records} records ({report.num_bytes / 1e6:.1f} MB) in {len(report.shards)} shards, " \
-           f"{report.seconds:.1f}s, {report.records_per_second:.0f} records/s"
+    rate = (
+        f"{report.num_records} records ({report.num_bytes / 1e6:.1f} MB) in {len(report.shards)} shards, "
+        f"{report.seconds:.1f}s, {report.records_per_second:.0f} records/s"
+    )
     if report.ok:
         return f"verified {rate}: {report.records_dir} is intact"
     lines = [f"  {p}" for p in report.problems]

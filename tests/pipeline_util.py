@@ -13,8 +13,17 @@ from records import features, tfrecord
 IN_PROCESS = ("--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
-def build_records(input_dir, output_dir, *, beam_args=IN_PROCESS, train_shards=3, validation_shards=2,
-                  seed=0, validate="decode", **plan_args):
+def build_records(
+    input_dir,
+    output_dir,
+    *,
+    beam_args=IN_PROCESS,
+    train_shards=3,
+    validation_shards=2,
+    seed=0,
+    validate="decode",
+    **plan_args,
+):
     """Plans and runs the records job like `python -m pipeline` does; returns the Beam result."""
     plan = layouts.plan(str(input_dir), **plan_args)
     options = build.BuildOptions(

@@ -18,16 +18,25 @@ from PIL import Image, ImageDraw
 
 from records import features, manifest, shards, synsets
 
-PALETTE = ((220, 40, 40), (40, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200), (40, 210, 210),
-           (240, 140, 30), (120, 120, 120))
+PALETTE = (
+    (220, 40, 40),
+    (40, 200, 40),
+    (40, 60, 220),
+    (230, 220, 40),
+    (200, 40, 200),
+    (40, 210, 210),
+    (240, 140, 30),
+    (120, 120, 120),
+)
 
 
 def wnid(index: int) -> str:
     return f"n{index + 1:08d}"
 
 
-def learnable_jpeg(class_index: int, rng: np.random.Generator, height: int, width: int,
-                   grayscale: bool = False) -> tuple[bytes, tuple[float, float, float, float]]:
+def learnable_jpeg(
+    class_index: int, rng: np.random.Generator, height: int, width: int, grayscale: bool = False
+) -> tuple[bytes, tuple[float, float, float, float]]:
     """JPEG bytes and the object's box (xmin, ymin, xmax, ymax), normalised."""
     colour = np.array(PALETTE[class_index % len(PALETTE)], np.float32)
     pixels = colour * 0.6 + rng.normal(0, 25, (height, width, 3))
@@ -42,8 +51,14 @@ def learnable_jpeg(class_index: int, rng: np.random.Generator, height: int, widt
     return out.getvalue(), (x0 / width, y0 / height, (x0 + box_w) / width, (y0 + box_h) / height)
 
 
-def make_records(split: str, num_classes: int, per_class: int, seed: int,
-                 size_range: tuple[int, int] = (40, 72), with_boxes: bool = True) -> list[features.ImageRecord]:
+def make_records(
+    split: str,
+    num_classes: int,
+    per_class: int,
+    seed: int,
+    size_range: tuple[int, int] = (40, 72),
+    with_boxes: bool = True,
+) -> list[features.ImageRecord]:
     rng = np.random.default_rng([seed, shards.SPLITS.index(split)])
     records = []
     for number in range(per_class):
@@ -51,17 +66,19 @@ def make_records(split: str, num_classes: int, per_class: int, seed: int,
             height, width = (int(v) for v in rng.integers(*size_range, size=2))
             grayscale = number == per_class - 1 and class_index == 0  # one grayscale JPEG, as in ImageNet
             data, box = learnable_jpeg(class_index, rng, height, width, grayscale=grayscale)
-            records.append(features.ImageRecord(
-                encoded=data,
-                filename=f"{split}_{class_index}_{number}.JPEG",
-                height=height,
-                width=width,
-                label=class_index + synsets.LABEL_OFFSET,
-                synset=wnid(class_index),
-                text=f"class {class_index}",
-                channels=1 if grayscale else 3,
-                boxes=(box,) if with_boxes and split == "train" else (),
-            ))
+            records.append(
+                features.ImageRecord(
+                    encoded=data,
+                    filename=f"{split}_{class_index}_{number}.JPEG",
+                    height=height,
+                    width=width,
+                    label=class_index + synsets.LABEL_OFFSET,
+                    synset=wnid(class_index),
+                    text=f"class {class_index}",
+                    channels=1 if grayscale else 3,
+                    boxes=(box,) if with_boxes and split == "train" else (),
+                )
+            )
     return records
 
 
@@ -76,27 +93,41 @@ def write_split(out_dir: str, split: str, records: list[features.ImageRecord], n
         class_counts[record.synset] = class_counts.get(record.synset, 0) + 1
     for writer in writers:
         writer.close()
-    return manifest.SplitStats(num_examples=len(records), num_shards=num_shards,
-                               shard_counts=tuple(shard_counts), class_counts=class_counts)
+    return manifest.SplitStats(
+        num_examples=len(records), num_shards=num_shards, shard_counts=tuple(shard_counts), class_counts=class_counts
+    )
 
 
-def write_records_dir(out_dir, *, num_classes: int = 6, train_per_class: int = 24, validation_per_class: int = 6,
-                      train_shards: int = 3, validation_shards: int = 2, seed: int = 0,
-                      size_range: tuple[int, int] = (40, 72)) -> manifest.Manifest:
+def write_records_dir(
+    out_dir,
+    *,
+    num_classes: int = 6,
+    train_per_class: int = 24,
+    validation_per_class: int = 6,
+    train_shards: int = 3,
+    validation_shards: int = 2,
+    seed: int = 0,
+    size_range: tuple[int, int] = (40, 72),
+) -> manifest.Manifest:
     """A complete build in out_dir: shards + manifest.json + synsets.tsv."""
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     splits = {
-        "train": write_split(out_dir, "train", make_records("train", num_classes, train_per_class, seed, size_range),
-                             train_shards),
-        "validation": write_split(out_dir, "validation",
-                                  make_records("validation", num_classes, validation_per_class, seed, size_range),
-                                  validation_shards),
+        "train": write_split(
+            out_dir, "train", make_records("train", num_classes, train_per_class, seed, size_range), train_shards
+        ),
+        "validation": write_split(
+            out_dir,
+            "validation",
+            make_records("validation", num_classes, validation_per_class, seed, size_range),
+            validation_shards,
+        ),
     }
     build = manifest.Manifest(num_classes=num_classes, splits=splits)
     manifest.write_manifest(out_dir, build)
-    table = synsets.SynsetTable.build([wnid(i) for i in range(num_classes)],
-                                      {wnid(i): f"class {i}" for i in range(num_classes)})
+    table = synsets.SynsetTable.build(
+        [wnid(i) for i in range(num_classes)], {wnid(i): f"class {i}" for i in range(num_classes)}
+    )
     table.write_tsv(os.path.join(out_dir, manifest.SYNSETS_NAME))
     return build
 

@@ -15,13 +15,20 @@ from records import features, manifest, shards, tfrecord
 def _jpeg(width=40, height=30, mode="RGB") -> bytes:
     out = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)).convert(mode).save(
-        out, "JPEG", quality=90)
+        out, "JPEG", quality=90
+    )
     return out.getvalue()
 
 
 RECORD = features.ImageRecord(
-    encoded=_jpeg(), filename="n01440764_18.JPEG", height=30, width=40, label=7, synset="n01440764",
-    text="tench, Tinca tinca", boxes=((0.125, 0.25, 0.5, 0.875), (0.0, 0.0, 1.0, 1.0)),  # float32-exact
+    encoded=_jpeg(),
+    filename="n01440764_18.JPEG",
+    height=30,
+    width=40,
+    label=7,
+    synset="n01440764",
+    text="tench, Tinca tinca",
+    boxes=((0.125, 0.25, 0.5, 0.875), (0.0, 0.0, 1.0, 1.0)),  # float32-exact
 )
 
 
@@ -51,7 +58,9 @@ def test_record_without_boxes_parses_to_an_empty_box_tensor():
 
 
 def test_grayscale_record_keeps_its_true_channel_count():
-    record = features.ImageRecord(**{**RECORD.__dict__, "encoded": _jpeg(mode="L"), "channels": 1, "colorspace": "GRAY"})
+    record = features.ImageRecord(
+        **{**RECORD.__dict__, "encoded": _jpeg(mode="L"), "channels": 1, "colorspace": "GRAY"}
+    )
     parsed = features.parse_example(tf.constant(features.serialize(record)))
     assert parsed[features.CHANNELS].numpy() == 1 and parsed[features.COLORSPACE].numpy() == b"GRAY"
 
@@ -82,8 +91,14 @@ def test_shard_names_follow_the_reference_converters():
 
 
 def _manifest(**overrides) -> manifest.Manifest:
-    split = manifest.SplitStats(num_examples=5, num_shards=2, shard_counts=(3, 2),
-                                class_counts={"n01440764": 5}, num_rejected=1, conversions={"png->jpeg": 1})
+    split = manifest.SplitStats(
+        num_examples=5,
+        num_shards=2,
+        shard_counts=(3, 2),
+        class_counts={"n01440764": 5},
+        num_rejected=1,
+        conversions={"png->jpeg": 1},
+    )
     return manifest.Manifest(**{"num_classes": 1, "splits": {"train": split}, "num_rejected": 1, **overrides})
 
 

@@ -109,10 +109,11 @@ def test_top5_is_named_from_the_synset_table(served_batch, exported):
     for row in range(len(ENCODED)):
         labels = served_batch["top5_labels"][row]
         np.testing.assert_array_equal(labels - synsets.LABEL_OFFSET, np.argsort(-probabilities[row], kind="stable")[:5])
-        np.testing.assert_allclose(served_batch["top5_probabilities"][row],
-                                   probabilities[row][labels - synsets.LABEL_OFFSET], atol=1e-7)
-        assert [w.decode() for w in served_batch["top5_wnids"][row]] == [table.wnid_of(int(l)) for l in labels]
-        assert [t.decode() for t in served_batch["top5_texts"][row]] == [table.text_of(int(l)) for l in labels]
+        np.testing.assert_allclose(
+            served_batch["top5_probabilities"][row], probabilities[row][labels - synsets.LABEL_OFFSET], atol=1e-7
+        )
+        assert [w.decode() for w in served_batch["top5_wnids"][row]] == [table.wnid_of(int(label)) for label in labels]
+        assert [t.decode() for t in served_batch["top5_texts"][row]] == [table.text_of(int(label)) for label in labels]
     assert np.abs(probabilities[0] - probabilities[1]).max() > 1e-3  # the images do matter
 
 

@@ -45,9 +45,11 @@ def source(tmp_path_factory):
     directory = tmp_path_factory.mktemp("source")
     graph, network, slots, global_step = _graph(6)
     with graph.as_default(), tf.compat.v1.Session() as session:
-        changes = ([tf.compat.v1.assign(s, tf.ones_like(s)) for s in slots]
-                   + [tf.compat.v1.assign(v, v + 0.5) for v in network if "moving_variance" in v.name]
-                   + [tf.compat.v1.assign(global_step, SOURCE_STEP)])
+        changes = (
+            [tf.compat.v1.assign(s, tf.ones_like(s)) for s in slots]
+            + [tf.compat.v1.assign(v, v + 0.5) for v in network if "moving_variance" in v.name]
+            + [tf.compat.v1.assign(global_step, SOURCE_STEP)]
+        )
         session.run(tf.compat.v1.global_variables_initializer())
         session.run(changes)
         prefix = tf.compat.v1.train.Saver().save(session, str(directory / "model.ckpt"), global_step=SOURCE_STEP)
@@ -64,8 +66,7 @@ def test_restores_exactly_the_included_variables(source, tmp_path):
     source_dir, _, source_values = source
     graph, network, slots, global_step = _graph(5)  # another class count: the classifier must stay fresh
     with graph.as_default():
-        scaffold = finetune.make_scaffold(network, fine_tune_ckpt=source_dir, exclude="logits",
-                                          model_dir=str(tmp_path))
+        scaffold = finetune.make_scaffold(network, fine_tune_ckpt=source_dir, exclude="logits", model_dir=str(tmp_path))
         with _start(scaffold, str(tmp_path)) as session:
             restored = _values(session, network)
             step, slot_values = session.run(global_step), session.run(slots)
@@ -100,8 +101,7 @@ def test_own_checkpoint_wins_and_init_fn_never_runs(source, tmp_path):
             own_values = _values(session, network)
             tf.compat.v1.train.Saver().save(session, str(tmp_path / "model.ckpt"), global_step=5)
         # make_scaffold stays out of the way...
-        assert finetune.make_scaffold(network, fine_tune_ckpt=source_dir, exclude=None,
-                                      model_dir=str(tmp_path)) is None
+        assert finetune.make_scaffold(network, fine_tune_ckpt=source_dir, exclude=None, model_dir=str(tmp_path)) is None
         # ...and even a Scaffold with an init_fn is not run when the session restores a checkpoint.
         scaffold = finetune.make_scaffold(network, fine_tune_ckpt=source_dir, exclude=None, model_dir=None)
         with _start(scaffold, str(tmp_path)) as session:
@@ -129,10 +129,13 @@ def test_variable_missing_from_checkpoint_is_named(source, tmp_path):
     with graph.as_default():
         extra = tf.compat.v1.get_variable("head2/kernel", [3, 3])
         with pytest.raises(finetune.FineTuneError, match=r"head2/kernel is not in the checkpoint"):
-            finetune.make_scaffold(network + [extra], fine_tune_ckpt=source_dir, exclude=None,
-                                   model_dir=str(tmp_path))
-        assert finetune.make_scaffold(network + [extra], fine_tune_ckpt=source_dir, exclude="^head2/",
-                                      model_dir=str(tmp_path)) is not None
+            finetune.make_scaffold(network + [extra], fine_tune_ckpt=source_dir, exclude=None, model_dir=str(tmp_path))
+        assert (
+            finetune.make_scaffold(
+                network + [extra], fine_tune_ckpt=source_dir, exclude="^head2/", model_dir=str(tmp_path)
+            )
+            is not None
+        )
 
 
 def test_missing_checkpoint_and_bad_regex_are_clear_errors(source, tmp_path):

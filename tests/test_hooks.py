@@ -23,16 +23,16 @@ def _train_op(loss):
 def _small_training_graph():
     """Two conv units with a residual add and a classifier, like the real nets in miniature."""
     images = tf.random.normal([2, 16, 16, 3], seed=1)
-    unit = dict(is_training=True, data_format='channels_last')
-    with tf.compat.v1.variable_scope('tiny'):
-        net = layers.conv_bn(images, 8, 3, name='conv1', **unit)
-        net = tf.add(net, layers.conv_bn(net, 8, 3, name='conv2', **unit), name='residual')
-        logits = layers.logits(layers.global_average_pool(net, 'channels_last'), 4)
+    unit = dict(is_training=True, data_format="channels_last")
+    with tf.compat.v1.variable_scope("tiny"):
+        net = layers.conv_bn(images, 8, 3, name="conv1", **unit)
+        net = tf.add(net, layers.conv_bn(net, 8, 3, name="conv2", **unit), name="residual")
+        logits = layers.logits(layers.global_average_pool(net, "channels_last"), 4)
     return _train_op(tf.reduce_mean(tf.square(logits)))
 
 
 def test_model_stats_hook_writes_the_graphs_stats_on_the_chief(tmp_path, caplog):
-    model_dir = tmp_path / 'model'
+    model_dir = tmp_path / "model"
     with tf.Graph().as_default() as graph:
         train_op = _small_training_graph()
         hook = hooks.ModelStats(model_dir=str(model_dir), is_chief=True)
@@ -40,15 +40,15 @@ def test_model_stats_hook_writes_the_graphs_stats_on_the_chief(tmp_path, caplog)
             with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
                 session.run(train_op)
         expected = stats.model_stats(graph)
-    written = (model_dir / 'model_stats.csv').read_text()
+    written = (model_dir / "model_stats.csv").read_text()
     assert written == stats.to_csv(expected)
-    with open(model_dir / 'model_stats.csv', newline='') as handle:
-        table = {row['layer']: row for row in csv.DictReader(handle)}
-    assert list(table) == ['tiny/conv1', 'tiny/conv2', 'tiny', 'tiny/logits', 'total']
-    assert int(table['tiny/conv1']['params']) == 3 * 3 * 3 * 8 + 2 * 8
-    assert int(table['tiny/conv2']['maccs']) == 16 * 16 * 8 * 3 * 3 * 8
-    assert int(table['tiny']['adds']) == 16 * 16 * 8
-    assert int(table['total']['params']) == (3 * 3 * 3 * 8 + 16) + (3 * 3 * 8 * 8 + 16) + 8 * 4 + 4
+    with open(model_dir / "model_stats.csv", newline="") as handle:
+        table = {row["layer"]: row for row in csv.DictReader(handle)}
+    assert list(table) == ["tiny/conv1", "tiny/conv2", "tiny", "tiny/logits", "total"]
+    assert int(table["tiny/conv1"]["params"]) == 3 * 3 * 3 * 8 + 2 * 8
+    assert int(table["tiny/conv2"]["maccs"]) == 16 * 16 * 8 * 3 * 3 * 8
+    assert int(table["tiny"]["adds"]) == 16 * 16 * 8
+    assert int(table["total"]["params"]) == (3 * 3 * 3 * 8 + 16) + (3 * 3 * 8 * 8 + 16) + 8 * 4 + 4
     assert stats.format_totals(expected) in caplog.text
 
 
@@ -63,15 +63,15 @@ def test_model_stats_hook_stays_silent_on_workers(tmp_path):
 
 def test_model_stats_hook_reads_model_dir_and_chief_from_run_config(tmp_path):
     hook = hooks.ModelStats(config=tf.estimator.RunConfig(model_dir=str(tmp_path)))
-    assert hook.path == os.path.join(str(tmp_path), 'model_stats.csv') and hook.is_chief
-    with pytest.raises(ValueError, match='model_dir'):
+    assert hook.path == os.path.join(str(tmp_path), "model_stats.csv") and hook.is_chief
+    with pytest.raises(ValueError, match="model_dir"):
         hooks.ModelStats()
 
 
 def _slow_step_graph(step_secs):
     """A one-variable model whose every step takes at least `step_secs`."""
-    weight = tf.compat.v1.get_variable('w', [], initializer=tf.constant_initializer(5.0))
-    loss = tf.square(weight - 3.0, name='loss')
+    weight = tf.compat.v1.get_variable("w", [], initializer=tf.constant_initializer(5.0))
+    loss = tf.square(weight - 3.0, name="loss")
 
     def pause():
         time.sleep(step_secs)
@@ -85,8 +85,9 @@ def test_examples_per_second_logs_rate_loss_and_eta_and_writes_a_summary(tmp_pat
     batch_size, step_secs, total_steps = 8, 0.02, 100
     with tf.Graph().as_default():
         loss, train_op = _slow_step_graph(step_secs)
-        hook = hooks.ExamplesPerSecond(batch_size, every_n_steps=3, total_steps=total_steps,
-                                       loss=loss, output_dir=str(tmp_path))
+        hook = hooks.ExamplesPerSecond(
+            batch_size, every_n_steps=3, total_steps=total_steps, loss=loss, output_dir=str(tmp_path)
+        )
         with caplog.at_level(logging.INFO):
             with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
                 for _ in range(10):
@@ -95,16 +96,20 @@ def test_examples_per_second_logs_rate_loss_and_eta_and_writes_a_summary(tmp_pat
     assert 0 < hook.last_images_per_sec <= batch_size / step_secs * 1.05
     eta_floor = (total_steps - 10) * step_secs
     assert eta_floor * 0.95 <= hook.last_eta_secs
-    logged = [r.getMessage() for r in caplog.records if 'images/s' in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
     assert len(logged) == 3  # clock starts at step 1, logs at steps 4, 7, 10
-    assert logged[-1].startswith('step 10, loss ') and 'ETA' in logged[-1]
-    assert '10/100 steps' in logged[-1]
+    assert logged[-1].startswith("step 10, loss ") and "ETA" in logged[-1]
+    assert "10/100 steps" in logged[-1]
 
-    events = glob.glob(str(tmp_path / 'events.out.tfevents.*'))
+    events = glob.glob(str(tmp_path / "events.out.tfevents.*"))
     assert events
-    rates = {event.step: value.simple_value
-             for path in events for event in tf.compat.v1.train.summary_iterator(path)
-             for value in event.summary.value if value.tag == hooks.IMAGES_PER_SEC_TAG}
+    rates = {
+        event.step: value.simple_value
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(path)
+        for value in event.summary.value
+        if value.tag == hooks.IMAGES_PER_SEC_TAG
+    }
     assert sorted(rates) == [4, 7, 10]
     assert all(0 < rate <= batch_size / step_secs * 1.05 for rate in rates.values())
 
@@ -117,17 +122,17 @@ def test_examples_per_second_can_trigger_on_seconds_without_loss_or_eta(caplog):
             with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
                 for _ in range(8):
                     session.run(train_op)
-    logged = [r.getMessage() for r in caplog.records if 'images/s' in r.getMessage()]
-    assert logged and not any('ETA' in line or 'loss' in line for line in logged)
+    logged = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
+    assert logged and not any("ETA" in line or "loss" in line for line in logged)
     assert hook.last_images_per_sec > 0 and hook.last_eta_secs is None
 
 
 def test_examples_per_second_needs_a_global_step_and_a_schedule():
     with tf.Graph().as_default():
         hook = hooks.ExamplesPerSecond(8)
-        with pytest.raises(RuntimeError, match='global step'):
+        with pytest.raises(RuntimeError, match="global step"):
             hook.begin()
-    with pytest.raises(ValueError, match='every_n_steps or every_n_secs'):
+    with pytest.raises(ValueError, match="every_n_steps or every_n_secs"):
         hooks.ExamplesPerSecond(8, every_n_steps=None)
-    with pytest.raises(ValueError, match='batch_size'):
+    with pytest.raises(ValueError, match="batch_size"):
         hooks.ExamplesPerSecond(0)

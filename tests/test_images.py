@@ -93,7 +93,12 @@ def test_adobe_cmyk_jpeg_becomes_rgb_with_the_right_colours():
     assert b"Adobe" in data[:64]  # libjpeg writes inverted CMYK behind an Adobe APP14 marker
     result = images.normalise_image(data)
     assert (result.conversion, result.channels, result.colorspace, result.width, result.height) == (
-        "cmyk->rgb", 3, "RGB", 64, 48)
+        "cmyk->rgb",
+        3,
+        "RGB",
+        64,
+        48,
+    )
     out = decoded(result.jpeg)
     assert (out.format, out.mode) == ("JPEG", "RGB")
     np.testing.assert_allclose(mean_rgb(result.jpeg), RED, atol=4)
@@ -108,9 +113,11 @@ def ycck_red_jpeg(transform: int) -> bytes:
     """
     inverted_rgb = (0, 255, 255)  # 255 - (C, M, Y) of red
     r, g, b = inverted_rgb
-    ycc = (0.299 * r + 0.587 * g + 0.114 * b,
-           128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
-           128 + 0.5 * r - 0.418688 * g - 0.081312 * b)
+    ycc = (
+        0.299 * r + 0.587 * g + 0.114 * b,
+        128 - 0.168736 * r - 0.331264 * g + 0.5 * b,
+        128 + 0.5 * r - 0.418688 * g - 0.081312 * b,
+    )
     stored = [round(v) for v in ycc] + [255]  # K=0 stored inverted
     data = bytearray(encode(Image.new("CMYK", (48, 32), tuple(255 - v for v in stored)), quality=100))
     adobe = data.index(b"Adobe")
@@ -284,8 +291,13 @@ def test_damaged_huffman_table_is_rejected():
 def test_mutated_images_never_raise_and_what_is_kept_decodes():
     """Fuzz: whatever the damage, the answer is a decodable image or a reason."""
     rng = np.random.default_rng(7)
-    sources = [variant_bytes("baseline", 96, 64), variant_bytes("progressive", 96, 64),
-               encode(photo(96, 64), "PNG"), encode(photo(96, 64), "GIF"), encode(photo(96, 64), "TIFF")]
+    sources = [
+        variant_bytes("baseline", 96, 64),
+        variant_bytes("progressive", 96, 64),
+        encode(photo(96, 64), "PNG"),
+        encode(photo(96, 64), "GIF"),
+        encode(photo(96, 64), "TIFF"),
+    ]
     kept = rejected = 0
     for trial in range(300):
         data = bytearray(sources[trial % len(sources)])
@@ -348,8 +360,13 @@ def test_bad_arguments_are_caller_bugs_and_raise():
 
 def test_what_is_stored_decodes_with_tensorflow_like_the_trainer_reads_it():
     tf = pytest.importorskip("tensorflow")
-    cases = [encode(photo(), quality=90), encode(photo().convert("L")), ycck_red_jpeg(2),
-             encode(Image.new("CMYK", (64, 48), (0, 255, 255, 0))), encode(_rgba_half_transparent(), "PNG")]
+    cases = [
+        encode(photo(), quality=90),
+        encode(photo().convert("L")),
+        ycck_red_jpeg(2),
+        encode(Image.new("CMYK", (64, 48), (0, 255, 255, 0))),
+        encode(_rgba_half_transparent(), "PNG"),
+    ]
     for data in cases:
         result = images.normalise_image(data)
         pixels = tf.io.decode_jpeg(result.jpeg).numpy()

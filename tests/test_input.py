@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from records_util import flip_byte, make_records, write_records_dir, write_split
+
 from estimator import input as input_lib
 from estimator import preprocessing
 from records import features, manifest, shards
@@ -20,8 +20,9 @@ IMAGE_SIZE = 24
 @pytest.fixture(scope="module")
 def records_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("records")
-    write_records_dir(out, num_classes=6, train_per_class=4, validation_per_class=6,
-                      train_shards=3, validation_shards=2)
+    write_records_dir(
+        out, num_classes=6, train_per_class=4, validation_per_class=6, train_shards=3, validation_shards=2
+    )
     return str(out)
 
 
@@ -62,12 +63,13 @@ def test_eval_reads_every_validation_image_exactly_once(records_dir):
     assert [len(labels) for _, labels in batches] == [8, 8, 8, 8, 4]
     labels = np.concatenate([b[1] for b in batches])
     images = np.concatenate([b[0] for b in batches])
-    counts = collections.Counter(int(l) for l in labels)
-    assert {f"n{l + 1:08d}": c for l, c in counts.items()} == build.splits["validation"].class_counts
+    counts = collections.Counter(int(label) for label in labels)
+    assert {f"n{label + 1:08d}": c for label, c in counts.items()} == build.splits["validation"].class_counts
     # Content: the multiset of images equals the eval preprocessing of each stored record once.
     expected = sorted(
         float(preprocessing.preprocess_for_eval(tf.constant(r.encoded), IMAGE_SIZE).numpy().sum())
-        for r in _raw_records(records_dir, "validation"))
+        for r in _raw_records(records_dir, "validation")
+    )
     np.testing.assert_allclose(sorted(images.reshape(len(images), -1).sum(axis=1)), expected, rtol=1e-6)
     # Deterministic: a second pass yields the same order.
     np.testing.assert_array_equal(np.concatenate([b[1] for b in _batches(input_fn)]), labels)
@@ -83,14 +85,14 @@ def test_input_pipelines_split_eval_records_exactly_once(records_dir, num_pipeli
     input_fn = input_lib.make_input_fn(records_dir, "validation", 6, IMAGE_SIZE, is_training=False)
     sums = []
     for index in range(num_pipelines):
-        context = tf.distribute.InputContext(num_input_pipelines=num_pipelines, input_pipeline_id=index,
-                                             num_replicas_in_sync=num_pipelines)
+        context = tf.distribute.InputContext(
+            num_input_pipelines=num_pipelines, input_pipeline_id=index, num_replicas_in_sync=num_pipelines
+        )
         part = _batches(input_fn, input_context=context)
         assert part and all(len(labels) <= 6 // num_pipelines for _, labels in part)
         sums.extend(images.reshape(len(images), -1).sum(axis=1) for images, _ in part)
     sums = np.sort(np.concatenate(sums))
-    whole = np.sort(np.concatenate([images.reshape(len(images), -1).sum(axis=1)
-                                    for images, _ in _batches(input_fn)]))
+    whole = np.sort(np.concatenate([images.reshape(len(images), -1).sum(axis=1) for images, _ in _batches(input_fn)]))
     np.testing.assert_allclose(sums, whole, rtol=1e-6)
 
 

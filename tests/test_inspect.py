@@ -13,15 +13,19 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from pipeline_util import build_records, read_split
 
 from records import inspect, manifest
-from pipeline_util import build_records, read_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2
 # What the sample generator's hostile kinds must be rejected as (rejected.tsv's reason categories).
-REJECTION_KIND = {"truncated": "truncated or corrupt", "text": "not an image", "empty": "empty file",
-                  "bomb": "too large"}
+REJECTION_KIND = {
+    "truncated": "truncated or corrupt",
+    "text": "not an image",
+    "empty": "empty file",
+    "bomb": "too large",
+}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +91,8 @@ def test_sample_is_spread_over_the_shards(built):
     six = inspect.sample_split(str(built), "train", TRAIN_SHARDS, 6)
     assert len(six) == 6
     assert collections.Counter(shard_of[r.filename] for r in six) == {
-        f"train-0000{i}-of-00003": 2 for i in range(TRAIN_SHARDS)}
+        f"train-0000{i}-of-00003": 2 for i in range(TRAIN_SHARDS)
+    }
     two = inspect.sample_split(str(built), "train", TRAIN_SHARDS, 2)
     assert [shard_of[r.filename] for r in two] == ["train-00000-of-00003", "train-00001-of-00003"]
     assert inspect.sample_split(str(built), "train", TRAIN_SHARDS, 0) == []
@@ -110,8 +115,10 @@ def test_contact_sheet_has_the_expected_size_and_captions(summary, tmp_path):
     path = tmp_path / "sheets" / "sheet.png"
     size = inspect.write_contact_sheet(summary, str(path), images_per_split=10, seed=3)
     rows = 2  # 10 images on 8 columns, per split
-    expected = (inspect.SHEET_COLUMNS * inspect.CELL_WIDTH,
-                len(summary.splits) * (inspect.TITLE_HEIGHT + rows * inspect.CELL_HEIGHT))
+    expected = (
+        inspect.SHEET_COLUMNS * inspect.CELL_WIDTH,
+        len(summary.splits) * (inspect.TITLE_HEIGHT + rows * inspect.CELL_HEIGHT),
+    )
     sheet = Image.open(path)
     assert sheet.format == "PNG" and sheet.size == size == expected
     pixels = np.asarray(sheet.convert("RGB")).astype(int)
@@ -120,8 +127,8 @@ def test_contact_sheet_has_the_expected_size_and_captions(summary, tmp_path):
         for number in range(rows * inspect.SHEET_COLUMNS):
             x = (number % inspect.SHEET_COLUMNS) * inspect.CELL_WIDTH
             y = top + (number // inspect.SHEET_COLUMNS) * inspect.CELL_HEIGHT
-            thumb = pixels[y:y + inspect.THUMB_SIZE, x:x + inspect.CELL_WIDTH]
-            caption = pixels[y + inspect.THUMB_SIZE:y + inspect.CELL_HEIGHT, x:x + inspect.CELL_WIDTH]
+            thumb = pixels[y : y + inspect.THUMB_SIZE, x : x + inspect.CELL_WIDTH]
+            caption = pixels[y + inspect.THUMB_SIZE : y + inspect.CELL_HEIGHT, x : x + inspect.CELL_WIDTH]
             if number < 10:
                 assert thumb.std() > 10, f"split block {block}, cell {number}: no picture"
                 assert (caption.max(axis=-1) < 100).sum() > 30, f"split block {block}, cell {number}: no caption"
@@ -148,8 +155,14 @@ def test_plots_are_written_as_pngs(summary, tmp_path):
 
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "records", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "records", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_prints_the_summary_and_writes_sheet_and_plots(built, tmp_path):
@@ -160,8 +173,10 @@ def test_cli_prints_the_summary_and_writes_sheet_and_plots(built, tmp_path):
     for split, stats in build.splits.items():
         assert f"{split}: {stats.num_examples} examples in {stats.num_shards} shards" in result.stdout
     assert "image size, 20 sampled records" in result.stdout
-    assert Image.open(sheet).size == (inspect.SHEET_COLUMNS * inspect.CELL_WIDTH,
-                                      2 * (inspect.TITLE_HEIGHT + inspect.CELL_HEIGHT))
+    assert Image.open(sheet).size == (
+        inspect.SHEET_COLUMNS * inspect.CELL_WIDTH,
+        2 * (inspect.TITLE_HEIGHT + inspect.CELL_HEIGHT),
+    )
     assert sorted(p.name for p in plots.iterdir()) == ["image_sides.png", "images_per_class.png"]
 
     unknown = _cli("inspect", built, "--runner=DirectRunner")

@@ -12,8 +12,15 @@ ModeKeys = tf.estimator.ModeKeys
 
 
 def _params(**overrides):
-    base = dict(model="sqnxt_1_0_23", num_classes=NUM_CLASSES, image_size=SIZE, batch_size=4, train_steps=100,
-                weight_decay=1e-3, log_every_n_steps=1000)
+    base = dict(
+        model="sqnxt_1_0_23",
+        num_classes=NUM_CLASSES,
+        image_size=SIZE,
+        batch_size=4,
+        train_steps=100,
+        weight_decay=1e-3,
+        log_every_n_steps=1000,
+    )
     return model.make_params(**{**base, **overrides})
 
 
@@ -28,7 +35,9 @@ def _build(mode, params, model_dir, images=None, labels=None):
         tf.compat.v1.train.get_or_create_global_step()
         image_t = tf.compat.v1.placeholder(tf.float32, [None, SIZE, SIZE, 3]) if images is None else tf.constant(images)
         label_t = tf.compat.v1.placeholder(tf.int32, [None]) if labels is None else tf.constant(labels, tf.int32)
-        spec = model.model_fn({"image": image_t}, label_t, mode, params, tf.estimator.RunConfig(model_dir=str(model_dir)))
+        spec = model.model_fn(
+            {"image": image_t}, label_t, mode, params, tf.estimator.RunConfig(model_dir=str(model_dir))
+        )
         logits = graph.get_tensor_by_name(f"{params['model']}/logits/BiasAdd:0")
     return graph, spec, image_t, label_t, logits
 
@@ -37,12 +46,21 @@ def _value(tensor):
     return float(tensor.numpy()) if hasattr(tensor, "numpy") else float(tensor)
 
 
-@pytest.mark.parametrize("schedule,mid,end", [("poly", 0.2 * 0.25, 0.0), ("cosine", 0.1, 0.0),
-                                               ("step", 0.02, 0.2 * 0.001)])
+@pytest.mark.parametrize(
+    "schedule,mid,end", [("poly", 0.2 * 0.25, 0.0), ("cosine", 0.1, 0.0), ("step", 0.02, 0.2 * 0.001)]
+)
 def test_learning_rate_warms_up_then_decays(schedule, mid, end):
     def lr(step):
-        return _value(model.learning_rate_schedule(tf.constant(step, tf.int64), base_learning_rate=0.1, batch_size=512,
-                                                   warmup_steps=10, total_steps=110, schedule=schedule))
+        return _value(
+            model.learning_rate_schedule(
+                tf.constant(step, tf.int64),
+                base_learning_rate=0.1,
+                batch_size=512,
+                warmup_steps=10,
+                total_steps=110,
+                schedule=schedule,
+            )
+        )
 
     assert lr(0) == 0.0
     assert lr(5) == pytest.approx(0.1)  # halfway through warmup to 0.1 * 512 / 256
@@ -53,8 +71,9 @@ def test_learning_rate_warms_up_then_decays(schedule, mid, end):
 
 
 def test_learning_rate_without_warmup_starts_at_peak_scaled_by_batch():
-    value = model.learning_rate_schedule(tf.constant(0), base_learning_rate=0.4, batch_size=64, warmup_steps=0,
-                                         total_steps=10, schedule="poly")
+    value = model.learning_rate_schedule(
+        tf.constant(0), base_learning_rate=0.4, batch_size=64, warmup_steps=0, total_steps=10, schedule="poly"
+    )
     assert _value(value) == pytest.approx(0.1)
 
 
@@ -65,8 +84,9 @@ TRAIN_LABELS = np.array([0, 3, 5, 1])
 def train_graph(tmp_path_factory):
     """One TRAIN graph (building its gradients costs seconds), fresh variables per session."""
     params = _params(label_smoothing=0.1, learning_rate=1.0)
-    graph, spec, _, _, logits = _build(ModeKeys.TRAIN, params, tmp_path_factory.mktemp("model"), _images(4),
-                                       TRAIN_LABELS)
+    graph, spec, _, _, logits = _build(
+        ModeKeys.TRAIN, params, tmp_path_factory.mktemp("model"), _images(4), TRAIN_LABELS
+    )
     with graph.as_default():
         cross_entropy = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)[0]
     return graph, spec, logits, cross_entropy, params

@@ -11,10 +11,10 @@ import sys
 
 import pytest
 from PIL import Image
+from pipeline_util import build_records, read_split
 
 from pipeline import layouts
 from records import manifest, synsets
-from pipeline_util import build_records, read_split
 
 LAYOUTS = ("tars", "folders", "kaggle")
 
@@ -54,7 +54,7 @@ def test_every_valid_image_once_with_label_text_and_boxes(built, sample_truth):
 def test_stored_bytes_are_jpegs_matching_their_header_fields(built, sample_truth):
     _, out = built
     kinds = {i["name"]: i for i in sample_truth["images"]}
-    for split, records in _records_by_name(out).items():
+    for records in _records_by_name(out).values():
         for name, record in records.items():
             decoded = Image.open(io.BytesIO(record.encoded))
             decoded.load()
@@ -110,8 +110,11 @@ def test_training_shards_mix_classes(built, sample_truth):
 def test_same_bytes_whatever_the_worker_count(sample_dir, tmp_path):
     """One in-process worker vs the multi-process runner with 2 workers."""
     build_records(sample_dir / "tars", tmp_path / "one")
-    build_records(sample_dir / "tars", tmp_path / "two", beam_args=(
-        "--direct_running_mode=multi_processing", "--direct_num_workers=2"))
+    build_records(
+        sample_dir / "tars",
+        tmp_path / "two",
+        beam_args=("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+    )
     names = sorted(n for n in os.listdir(tmp_path / "one") if "-of-" in n)
     assert names and names == sorted(n for n in os.listdir(tmp_path / "two") if "-of-" in n)
     for name in names + [manifest.REJECTED_NAME, manifest.SYNSETS_NAME]:
@@ -131,17 +134,30 @@ def test_seed_changes_order_not_content(sample_dir, tmp_path):
 def test_portable_runner_gives_the_same_shards(sample_dir, tmp_path):
     """Beam's portable path (what Flink and Spark use), against the local job service."""
     build_records(sample_dir / "tars", tmp_path / "direct")
-    build_records(sample_dir / "tars", tmp_path / "portable", beam_args=(
-        "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"))
+    build_records(
+        sample_dir / "tars",
+        tmp_path / "portable",
+        beam_args=("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"),
+    )
     for name in sorted(n for n in os.listdir(tmp_path / "direct") if "-of-" in n):
         assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "portable" / name).read_bytes()
 
 
 @pytest.mark.slow
 def test_dataflow_job_translates_offline(sample_dir, tmp_path):
-    result = build_records(sample_dir / "tars", tmp_path / "out", beam_args=(
-        "--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
-        "--project=example-project", "--region=us-central1", "--temp_location=gs://example-bucket/tmp"))
+    result = build_records(
+        sample_dir / "tars",
+        tmp_path / "out",
+        beam_args=(
+            "--runner=DataflowRunner",
+            "--dry_run=True",
+            "--no_auth",
+            "--sdk_location=container",
+            "--project=example-project",
+            "--region=us-central1",
+            "--temp_location=gs://example-bucket/tmp",
+        ),
+    )
     transforms = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     assert {"Index", "Assign", "JoinBoxes", "GroupByShard", "WriteShards", "WriteMetadata"} <= transforms
     assert result.job.proto.type.name == "JOB_TYPE_BATCH"
@@ -180,6 +196,7 @@ def test_val_image_without_label_is_a_clear_error(sample_dir, tmp_path):
 
 def test_existing_output_needs_overwrite(sample_dir, tmp_path):
     from pipeline import build
+
     build_records(sample_dir / "folders", tmp_path)
     with pytest.raises(FileExistsError, match="--overwrite"):
         build.prepare_output(str(tmp_path), overwrite=False)
@@ -188,9 +205,19 @@ def test_existing_output_needs_overwrite(sample_dir, tmp_path):
 @pytest.mark.slow
 def test_command_line_reports_counts(sample_dir, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline", f"--input_dir={sample_dir / 'kaggle'}", f"--output_dir={tmp_path}",
-         "--train_shards=2", "--validation_shards=1", "--direct_num_workers=2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            f"--input_dir={sample_dir / 'kaggle'}",
+            f"--output_dir={tmp_path}",
+            "--train_shards=2",
+            "--validation_shards=1",
+            "--direct_num_workers=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "images/s" in out.stdout and "rejected" in out.stdout

@@ -37,10 +37,18 @@ def calibrate_batch_norm(model_dir: str, images: np.ndarray, seed: int = 0) -> s
     with tf.Graph().as_default() as graph:
         tf.compat.v1.set_random_seed(seed)
         global_step = tf.compat.v1.train.get_or_create_global_step()
-        nets.build_network(config["model"], preprocessing.normalize(tf.constant(images, tf.float32)),
-                           config["num_classes"], True, "channels_last")
-        moving = {v.op.name: v for v in tf.compat.v1.global_variables()
-                  if v.op.name.endswith(("/moving_mean", "/moving_variance"))}
+        nets.build_network(
+            config["model"],
+            preprocessing.normalize(tf.constant(images, tf.float32)),
+            config["num_classes"],
+            True,
+            "channels_last",
+        )
+        moving = {
+            v.op.name: v
+            for v in tf.compat.v1.global_variables()
+            if v.op.name.endswith(("/moving_mean", "/moving_variance"))
+        }
         assignments = []
         for name, variable in moving.items():
             scope, kind = name.rsplit("/", 1)
@@ -59,8 +67,9 @@ def calibrate_batch_norm(model_dir: str, images: np.ndarray, seed: int = 0) -> s
             return saver.save(session, os.path.join(model_dir, "model.ckpt"), global_step=step + 1)
 
 
-def write_untrained_model_dir(model_dir: pathlib.Path, *, num_classes: int = NUM_CLASSES,
-                              image_size: int = IMAGE_SIZE, seed: int = 0) -> synsets.SynsetTable:
+def write_untrained_model_dir(
+    model_dir: pathlib.Path, *, num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE, seed: int = 0
+) -> synsets.SynsetTable:
     """A model_dir laid out by estimator.train's own prepare_model_dir, holding freshly
     initialised (batch-norm calibrated) weights: predict/export need the files and the
     graph, not accuracy, and this costs seconds where a training run costs tens of them."""
@@ -70,10 +79,17 @@ def write_untrained_model_dir(model_dir: pathlib.Path, *, num_classes: int = NUM
     table = synsets.SynsetTable.build([c[0] for c in catalog], {c[0]: c[1] for c in catalog})
     table.write_tsv(str(records_dir / manifest.SYNSETS_NAME))
     manifest.write_manifest(str(records_dir), manifest.Manifest(num_classes=num_classes, splits={}))
-    train.prepare_model_dir(str(records_dir), str(model_dir), {
-        "model": MODEL, "image_size": image_size, "num_classes": num_classes,
-        "label_offset": synsets.LABEL_OFFSET, "records_dir": str(records_dir),
-    })
+    train.prepare_model_dir(
+        str(records_dir),
+        str(model_dir),
+        {
+            "model": MODEL,
+            "image_size": image_size,
+            "num_classes": num_classes,
+            "label_offset": synsets.LABEL_OFFSET,
+            "records_dir": str(records_dir),
+        },
+    )
     calibrate_batch_norm(str(model_dir), _noise((32, image_size, image_size, 3), seed).astype(np.float32), seed)
     return table
 
@@ -139,17 +155,24 @@ def arrays_run(predictor, sample_dir, sample_truth) -> ArraysRun:
     plain_jpeg = sample_files(sample_dir, sample_truth, kinds={"jpeg"})[0][0]
     gray_jpeg = sample_files(sample_dir, sample_truth, kinds={"grayscale"})[0][0]
     arrays = [
-        _noise((50, 40, 3), seed=0), gray, np.stack([gray] * 3, -1), gray[..., None], _noise((300, 20, 3), 2),
-        np.asarray(Image.open(plain_jpeg).convert("RGB")), np.asarray(Image.open(gray_jpeg)),  # as Pillow decodes
+        _noise((50, 40, 3), seed=0),
+        gray,
+        np.stack([gray] * 3, -1),
+        gray[..., None],
+        _noise((300, 20, 3), 2),
+        np.asarray(Image.open(plain_jpeg).convert("RGB")),
+        np.asarray(Image.open(gray_jpeg)),  # as Pillow decodes
     ] + [_noise((24, 24, 3), seed=10 + i) for i in range(NUM_FILLERS)]
     assert arrays[6].ndim == 2  # a grayscale JPEG decodes to HxW
     restores, preprocessed = [], []
     restore, features = tf.compat.v1.train.Saver.restore, predict.array_features
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf.compat.v1.train.Saver, "restore",
-                      lambda self, sess, path: (restores.append(path), restore(self, sess, path))[1])
-        patch.setattr(predict, "array_features",
-                      lambda array, size: (preprocessed.append(1), features(array, size))[1])
+        patch.setattr(
+            tf.compat.v1.train.Saver,
+            "restore",
+            lambda self, sess, path: (restores.append(path), restore(self, sess, path))[1],
+        )
+        patch.setattr(predict, "array_features", lambda array, size: (preprocessed.append(1), features(array, size))[1])
         stream = predict.predict_arrays(predictor, arrays, batch_size=BATCH_SIZE)
         first = next(stream)
         before_first = len(preprocessed)
@@ -188,20 +211,24 @@ def test_array_features_are_the_eval_preprocessing():
     np.testing.assert_array_equal(predict.array_features(array, IMAGE_SIZE), expected)
 
 
-@pytest.mark.parametrize("array,match", [
-    (np.zeros((8, 8, 3), np.float32), "uint8"),
-    (np.zeros((8, 8, 4), np.uint8), "alpha"),
-    (np.zeros((2, 8, 8, 3), np.uint8), "HxW"),
-    (np.zeros((0, 8), np.uint8), "empty"),
-])
+@pytest.mark.parametrize(
+    "array,match",
+    [
+        (np.zeros((8, 8, 3), np.float32), "uint8"),
+        (np.zeros((8, 8, 4), np.uint8), "alpha"),
+        (np.zeros((2, 8, 8, 3), np.uint8), "HxW"),
+        (np.zeros((0, 8), np.uint8), "empty"),
+    ],
+)
 def test_bad_arrays_are_refused_up_front_naming_the_array(predictor, array, match):
     with pytest.raises(ValueError, match=match) as error:
         predict.predict_arrays(predictor, [_noise((8, 8, 3), 0), array])
     assert "array[1]" in str(error.value)
 
 
-def test_files_unreadable_ones_are_reported_and_the_rest_predicted(predictor, arrays_run, sample_dir,
-                                                                   sample_truth, tmp_path):
+def test_files_unreadable_ones_are_reported_and_the_rest_predicted(
+    predictor, arrays_run, sample_dir, sample_truth, tmp_path
+):
     plain = sample_files(sample_dir, sample_truth, kinds={"jpeg"})[:2]
     gray = sample_files(sample_dir, sample_truth, kinds={"grayscale"})[:1]
     hostile = sample_files(sample_dir, sample_truth, kinds={"truncated", "text"}, valid=False)[:2]
@@ -241,8 +268,12 @@ def test_text_and_json_formats(arrays_run):
     parsed = json.loads(predict.format_json(result))
     assert parsed["image"] == "array[0]"
     assert [t["label"] for t in parsed["top5"]] == [t.label for t in result.top5]
-    assert parsed["top5"][0] == {"label": result.top5[0].label, "wnid": result.top5[0].wnid,
-                                 "text": result.top5[0].text, "probability": result.top5[0].probability}
+    assert parsed["top5"][0] == {
+        "label": result.top5[0].label,
+        "wnid": result.top5[0].wnid,
+        "text": result.top5[0].text,
+        "probability": result.top5[0].probability,
+    }
 
 
 def test_model_dir_problems_are_named(tmp_path, model_dir):

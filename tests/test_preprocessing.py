@@ -89,8 +89,12 @@ def test_output_is_float32_square_0_to_255(is_training):
 
 
 def _windows(image_shape, boxes, n=300):
-    return np.array([preprocessing.sample_crop_window(tf.constant(image_shape), tf.constant(boxes, tf.float32)).numpy()
-                     for _ in range(n)])
+    return np.array(
+        [
+            preprocessing.sample_crop_window(tf.constant(image_shape), tf.constant(boxes, tf.float32)).numpy()
+            for _ in range(n)
+        ]
+    )
 
 
 def test_train_crop_respects_area_aspect_and_box():
@@ -113,7 +117,10 @@ def test_train_crop_respects_area_aspect_and_box():
     # Without the box the crops spread over the whole frame; with it they follow the object.
     free = _windows([height, width, 3], np.zeros([0, 4]))
     free = free[~np.all(free == central, axis=1)]
-    centre_x = lambda windows: np.mean(windows[:, 1] + windows[:, 3] / 2)
+
+    def centre_x(windows):
+        return np.mean(windows[:, 1] + windows[:, 3] / 2)
+
     assert centre_x(sampled) < centre_x(free) - 20, (centre_x(sampled), centre_x(free))
 
 

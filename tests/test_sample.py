@@ -25,8 +25,11 @@ GNU_MAGIC = b"ustar  \x00"  # bytes 257..264 of every GNU tar header
 
 
 def _images(truth, split=None, **where):
-    return [i for i in truth["images"]
-            if (split is None or i["split"] == split) and all(i[k] == v for k, v in where.items())]
+    return [
+        i
+        for i in truth["images"]
+        if (split is None or i["split"] == split) and all(i[k] == v for k, v in where.items())
+    ]
 
 
 def _folder_path(root, image):
@@ -45,9 +48,15 @@ def _load_synsets(sample_dir):
     synsets = scipy.io.loadmat(io.BytesIO(meta))["synsets"]
     rows = []
     for entry in synsets[:, 0]:
-        rows.append({"id": int(entry["ILSVRC2012_ID"][0, 0]), "wnid": str(entry["WNID"][0]),
-                     "words": str(entry["words"][0]), "num_children": int(entry["num_children"][0, 0]),
-                     "children": [int(c) for c in entry["children"].ravel()]})
+        rows.append(
+            {
+                "id": int(entry["ILSVRC2012_ID"][0, 0]),
+                "wnid": str(entry["WNID"][0]),
+                "words": str(entry["words"][0]),
+                "num_children": int(entry["num_children"][0, 0]),
+                "children": [int(c) for c in entry["children"].ravel()],
+            }
+        )
     return synsets, rows
 
 
@@ -67,6 +76,7 @@ def _xml_boxes(payload):
 
 
 # ----------------------------------------------------------------------------- tars
+
 
 def test_train_tar_is_a_gnu_tar_of_per_synset_tars(sample_dir, sample_truth):
     path = sample_dir / "tars" / "ILSVRC2012_img_train.tar"
@@ -100,8 +110,16 @@ def test_val_classes_are_interleaved_not_grouped(sample_truth):
 def test_meta_mat_loads_like_the_real_devkit(sample_dir, sample_truth):
     synsets, rows = _load_synsets(sample_dir)
     assert synsets.ndim == 2 and synsets.shape[1] == 1
-    assert synsets.dtype.names == ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children",
-                                   "children", "wordnet_height", "num_train_images")
+    assert synsets.dtype.names == (
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    )
     leaves = [r for r in rows if r["num_children"] == 0]
     parents = [r for r in rows if r["num_children"] > 0]
     assert sorted(r["id"] for r in leaves) == [1, 2, 3, 4]
@@ -120,8 +138,12 @@ def test_meta_mat_loads_like_the_real_devkit(sample_dir, sample_truth):
 def test_devkit_ground_truth_maps_to_the_val_wnids(sample_dir, sample_truth):
     with tarfile.open(sample_dir / "tars" / "ILSVRC2012_devkit_t12.tar.gz") as tar:
         names = tar.getnames()
-        lines = tar.extractfile(
-            "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt").read().decode().splitlines()
+        lines = (
+            tar.extractfile("ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt")
+            .read()
+            .decode()
+            .splitlines()
+        )
     assert "ILSVRC2012_devkit_t12/data/meta.mat" in names
     _, rows = _load_synsets(sample_dir)
     wnid_of_id = {r["id"]: r["wnid"] for r in rows}
@@ -139,6 +161,7 @@ def test_bbox_tarball_holds_about_half_the_train_images(sample_dir, sample_truth
 
 
 # ----------------------------------------------------------------------------- annotations
+
 
 def test_xml_boxes_agree_with_truth_and_carry_the_real_flaws(sample_dir, sample_truth):
     bbox_dir = sample_dir / "folders" / "bbox"
@@ -181,15 +204,21 @@ def test_boxes_frame_the_drawn_object(sample_dir, sample_truth):
         saturated = pixels[..., 1] > 150
         x0, y0, x1, y1 = image["boxes"][0]
         h, w = saturated.shape
-        inside = saturated[int(y0 * h):int(np.ceil(y1 * h)), int(x0 * w):int(np.ceil(x1 * w))].sum()
+        inside = saturated[int(y0 * h) : int(np.ceil(y1 * h)), int(x0 * w) : int(np.ceil(x1 * w))].sum()
         assert inside > 0.5 * saturated.sum() / len(image["boxes"]), image["name"]
 
 
 # ----------------------------------------------------------------------------- images
 
+
 def test_valid_quirks_are_what_they_claim(sample_dir, sample_truth):
-    expect = {"jpeg": ("JPEG", "RGB"), "cmyk": ("JPEG", "CMYK"), "png": ("PNG", "RGB"),
-              "grayscale": ("JPEG", "L"), "progressive": ("JPEG", "RGB")}
+    expect = {
+        "jpeg": ("JPEG", "RGB"),
+        "cmyk": ("JPEG", "CMYK"),
+        "png": ("PNG", "RGB"),
+        "grayscale": ("JPEG", "L"),
+        "progressive": ("JPEG", "RGB"),
+    }
     for image in _images(sample_truth, valid=True):
         with Image.open(_folder_path(sample_dir, image)) as decoded:
             assert (decoded.format, decoded.mode) == expect[image["kind"]], image["name"]
@@ -232,6 +261,7 @@ def test_hostile_files_really_fail_to_decode(sample_dir, sample_truth):
 
 def test_classes_are_learnable_from_colour(sample_dir, sample_truth):
     """A nearest-centroid classifier on hue histograms must beat chance by far, or no CNN will learn."""
+
     def features(image):
         hsv = np.asarray(Image.open(_folder_path(sample_dir, image)).convert("RGB").convert("HSV"))
         vivid = hsv[..., 0][hsv[..., 1] > 150]
@@ -241,14 +271,16 @@ def test_classes_are_learnable_from_colour(sample_dir, sample_truth):
     colour_kinds = ("jpeg", "cmyk", "png", "progressive")
     train = [i for i in _images(sample_truth, "train", valid=True) if i["kind"] in colour_kinds]
     val = [i for i in _images(sample_truth, "validation", valid=True) if i["kind"] in colour_kinds]
-    centroids = {label: np.mean([features(i) for i in train if i["label"] == label], axis=0)
-                 for label in {i["label"] for i in train}}
-    correct = sum(min(centroids, key=lambda c: np.abs(centroids[c] - features(i)).sum()) == i["label"]
-                  for i in val)
+    centroids = {
+        label: np.mean([features(i) for i in train if i["label"] == label], axis=0)
+        for label in {i["label"] for i in train}
+    }
+    correct = sum(min(centroids, key=lambda c: np.abs(centroids[c] - features(i)).sum()) == i["label"] for i in val)
     assert correct / len(val) >= 0.9
 
 
 # ----------------------------------------------------------------------------- layouts
+
 
 def test_three_layouts_hold_byte_identical_images(sample_dir, sample_truth):
     with tarfile.open(sample_dir / "tars" / "ILSVRC2012_img_train.tar") as outer:
@@ -320,9 +352,13 @@ def test_truth_labels_follow_sorted_wnids(sample_truth):
 
 # ----------------------------------------------------------------------------- generator behaviour
 
+
 def _all_files(root):
-    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
-            for d, _, files in os.walk(root) for f in files}
+    return {
+        os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+        for d, _, files in os.walk(root)
+        for f in files
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
@@ -347,8 +383,7 @@ def test_png_disguise_uses_the_real_shetland_sheepdog_name(tmp_path):
 
 
 def test_without_quirks_every_image_is_a_plain_jpeg(tmp_path):
-    truth = sample.generate(str(tmp_path), num_classes=2, train_per_class=3, val_per_class=2,
-                            with_quirks=False)
+    truth = sample.generate(str(tmp_path), num_classes=2, train_per_class=3, val_per_class=2, with_quirks=False)
     assert {i["kind"] for i in truth["images"]} == {"jpeg"} and truth["malformed_xml"] == []
 
 
@@ -375,9 +410,22 @@ def test_regenerating_replaces_an_earlier_sample(tmp_path):
 def test_command_line(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.sample", f"--output_dir={tmp_path}", "--num_classes=2",
-         "--train_per_class=2", "--val_per_class=1", "--noquirks", "--seed=3"],
-        cwd=repo, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "pipeline.sample",
+            f"--output_dir={tmp_path}",
+            "--num_classes=2",
+            "--train_per_class=2",
+            "--val_per_class=1",
+            "--noquirks",
+            "--seed=3",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert truth["num_classes"] == 2 and len(truth["images"]) == 6

@@ -19,10 +19,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from estimator import export, input as input_lib, predict, train
-from records import synsets
 from pipeline_util import build_records, read_split
+
+from estimator import export, predict, train
+from estimator import input as input_lib
+from records import synsets
 from tests.test_predict import calibrate_batch_norm, sample_files
 
 pytestmark = pytest.mark.slow
@@ -45,17 +46,27 @@ class Trained:
         # features can be matched to records by position.
         build_records(sample_dir / "folders", self.records_dir, train_shards=1, validation_shards=1)
         self.model_dir = str(root / "model")
-        train.run(train.TrainOptions(
-            records_dir=self.records_dir, model_dir=self.model_dir, model="sqnxt_1_0_23", image_size=IMAGE_SIZE,
-            batch_size=8, train_steps=3, save_checkpoints_steps=3, shuffle_buffer=16, seed=0,
-        ))
+        train.run(
+            train.TrainOptions(
+                records_dir=self.records_dir,
+                model_dir=self.model_dir,
+                model="sqnxt_1_0_23",
+                image_size=IMAGE_SIZE,
+                batch_size=8,
+                train_steps=3,
+                save_checkpoints_steps=3,
+                shuffle_buffer=16,
+                seed=0,
+            )
+        )
         by_name = {entry["name"]: (path, entry) for path, entry in sample_files(sample_dir, truth)}
         self.records, self.features, self.paths, self.kinds = [], [], [], []
         for split in ("train", "validation"):
             (records,) = read_split(self.records_dir, split).values()
             images, labels = self._eval_input(split)
-            assert [r.label - synsets.LABEL_OFFSET for r in records] == labels.tolist(), \
+            assert [r.label - synsets.LABEL_OFFSET for r in records] == labels.tolist(), (
                 "the eval input_fn no longer yields a one-shard split in file order"
+            )
             self.records += records
             self.features += list(images)
             for record in records:
@@ -72,8 +83,9 @@ class Trained:
         self.predictor = predict.load_predictor(self.model_dir)
 
     def _eval_input(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        input_fn = input_lib.make_input_fn(self.records_dir, split, input_lib.DECODE_GROUP_SIZE, IMAGE_SIZE,
-                                           is_training=False)
+        input_fn = input_lib.make_input_fn(
+            self.records_dir, split, input_lib.DECODE_GROUP_SIZE, IMAGE_SIZE, is_training=False
+        )
         batches = list(input_fn())
         assert len(batches) == 1, "more records than one decode group: order across groups is interleaved"
         features, labels = batches[0]
@@ -102,8 +114,9 @@ def test_features_agree_across_record_file_and_saved_model(trained, served):
         from_record = trained.features[index]
         from_file = predict.file_features(path, IMAGE_SIZE)
         np.testing.assert_allclose(from_file, from_record, atol=1e-5, err_msg=f"numpy path, {kind} {path}")
-        np.testing.assert_allclose(served["preprocessed"][index], from_record, atol=1e-5,
-                                   err_msg=f"SavedModel, {kind} {path}")
+        np.testing.assert_allclose(
+            served["preprocessed"][index], from_record, atol=1e-5, err_msg=f"SavedModel, {kind} {path}"
+        )
 
 
 def test_probabilities_agree_across_record_file_and_saved_model(trained, served):
@@ -111,8 +124,14 @@ def test_probabilities_agree_across_record_file_and_saved_model(trained, served)
     assert all(isinstance(r, predict.Prediction) for r in from_files)
     numpy_path = np.stack([r.probabilities for r in from_files])
     input_fn = input_lib.make_input_fn(trained.records_dir, "validation", 64, IMAGE_SIZE, is_training=False)
-    from_records = np.stack([p["probabilities"] for p in trained.predictor.estimator.predict(
-        input_fn, predict_keys=["probabilities"], checkpoint_path=trained.predictor.checkpoint_path)])
+    from_records = np.stack(
+        [
+            p["probabilities"]
+            for p in trained.predictor.estimator.predict(
+                input_fn, predict_keys=["probabilities"], checkpoint_path=trained.predictor.checkpoint_path
+            )
+        ]
+    )
     validation = slice(len(trained.paths) - len(from_records), None)  # validation records come last
 
     np.testing.assert_allclose(served["probabilities"], numpy_path, atol=1e-5)
@@ -125,9 +144,10 @@ def test_probabilities_agree_across_record_file_and_saved_model(trained, served)
 
 def test_predict_cli_json_and_a_failed_file(trained, sample_dir, sample_truth):
     good = [trained.paths[i] for i in (0, trained.kinds.index("cmyk"), trained.kinds.index("png"))]
-    (hostile, _), = sample_files(sample_dir, sample_truth, kinds={"truncated"}, valid=False)[:1]
-    done = _run_cli("estimator.predict", f"--model_dir={trained.model_dir}", "--json", "--batch_size=2",
-                    good[0], hostile, *good[1:])
+    ((hostile, _),) = sample_files(sample_dir, sample_truth, kinds={"truncated"}, valid=False)[:1]
+    done = _run_cli(
+        "estimator.predict", f"--model_dir={trained.model_dir}", "--json", "--batch_size=2", good[0], hostile, *good[1:]
+    )
     assert done.returncode != 0
     assert f"{hostile}: truncated or corrupt" in done.stderr
     assert "1 of 4 images could not be predicted" in done.stderr
@@ -138,8 +158,9 @@ def test_predict_cli_json_and_a_failed_file(trained, sample_dir, sample_truth):
         assert [t["wnid"] for t in line["top5"]] == [t.wnid for t in result.top5]
         assert [t["label"] for t in line["top5"]] == [t.label for t in result.top5]
         assert [t["text"] for t in line["top5"]] == [t.text for t in result.top5]
-        np.testing.assert_allclose([t["probability"] for t in line["top5"]],
-                                   [t.probability for t in result.top5], atol=1e-5)
+        np.testing.assert_allclose(
+            [t["probability"] for t in line["top5"]], [t.probability for t in result.top5], atol=1e-5
+        )
 
 
 def test_predict_cli_text(trained):

@@ -28,8 +28,16 @@ SORTED_LEAF_WNIDS = sorted(w for _, w, _ in LEAVES)
 
 def meta_mat(shape: str = "column", ids_as_double: bool = False, drop_field: str = "") -> bytes:
     """A devkit-style meta.mat: struct array `synsets` with the real file's 8 fields and value types."""
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
-              "wordnet_height", "num_train_images"]
+    fields = [
+        "ILSVRC2012_ID",
+        "WNID",
+        "words",
+        "gloss",
+        "num_children",
+        "children",
+        "wordnet_height",
+        "num_train_images",
+    ]
     fields = [f for f in fields if f != drop_field]
     rows = [(i, w, words, []) for i, w, words in LEAVES] + PARENTS
     records = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
@@ -65,8 +73,10 @@ def write(tmp_path, name: str, content) -> str:
 
 
 def test_build_sorts_by_wnid_and_labels_from_one():
-    table = SynsetTable.build(["n02119789", "n01440764", "n01751748"],
-                              {"n02119789": "kit fox", "n01440764": "tench", "n01751748": "sea snake"})
+    table = SynsetTable.build(
+        ["n02119789", "n01440764", "n01751748"],
+        {"n02119789": "kit fox", "n01440764": "tench", "n01751748": "sea snake"},
+    )
     assert table.wnids == ("n01440764", "n01751748", "n02119789")
     assert synsets.LABEL_OFFSET == 1
     assert [table.label_of(w) for w in table.wnids] == [1, 2, 3]
@@ -128,9 +138,14 @@ def test_table_pickles_for_beam_workers():
 
 
 def test_tsv_round_trips_through_a_file(tmp_path):
-    table = SynsetTable.build(["n02119789", "n01440764", "n07697537"],
-                              {"n02119789": "kit fox, Vulpes macrotis", "n01440764": "tench, Tinca tinca",
-                               "n07697537": "hotdog, hot dog, red hot (café)"})
+    table = SynsetTable.build(
+        ["n02119789", "n01440764", "n07697537"],
+        {
+            "n02119789": "kit fox, Vulpes macrotis",
+            "n01440764": "tench, Tinca tinca",
+            "n07697537": "hotdog, hot dog, red hot (café)",
+        },
+    )
     path = str(tmp_path / "synsets.tsv")
     table.write_tsv(path)
     assert (tmp_path / "synsets.tsv").read_text(encoding="utf-8").splitlines() == [
@@ -187,9 +202,11 @@ def test_plain_list_errors_name_the_line_and_spot_a_label_file():
         synsets.parse_wnid_list(per_image_labels, source="val_labels.txt")
 
 
-LOC_MAPPING = ("n01443537 goldfish, Carassius auratus\n"
-               "n01440764 tench, Tinca tinca\n"
-               "n01484850 great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias\n")
+LOC_MAPPING = (
+    "n01443537 goldfish, Carassius auratus\n"
+    "n01440764 tench, Tinca tinca\n"
+    "n01484850 great white shark, white shark, man-eater, man-eating shark, Carcharodon carcharias\n"
+)
 
 
 def test_loc_synset_mapping_gives_sorted_classes_with_texts(tmp_path):
@@ -263,7 +280,8 @@ def test_meta_mat_gives_sorted_leaves_and_keeps_devkit_ids(shape, ids_as_double)
 def test_meta_mat_parser_sees_every_synset_in_file_order():
     parsed = synsets.parse_meta_mat(meta_mat())
     assert [(s.ilsvrc2012_id, s.wnid, s.num_children) for s in parsed] == (
-        [(i, w, 0) for i, w, _ in LEAVES] + [(i, w, len(c)) for i, w, _, c in PARENTS])
+        [(i, w, 0) for i, w, _ in LEAVES] + [(i, w, len(c)) for i, w, _, c in PARENTS]
+    )
     assert parsed[-1].words == "animal, animate being, beast, brute, creature, fauna"
 
 
@@ -294,7 +312,12 @@ def test_validation_ground_truth_ids_become_wnids(tmp_path):
     table = synsets.table_from_meta_mat(meta_mat())
     path = write(tmp_path, "ILSVRC2012_validation_ground_truth.txt", "490\n65\n1\n490\n7\n")
     assert synsets.read_validation_ground_truth(path, table) == [
-        "n01751748", "n01440764", "n02119789", "n01751748", "n04589890"]
+        "n01751748",
+        "n01440764",
+        "n02119789",
+        "n01751748",
+        "n04589890",
+    ]
 
 
 def test_validation_ground_truth_errors():

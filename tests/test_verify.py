@@ -16,9 +16,9 @@ import sys
 import pytest
 import tensorflow as tf
 from PIL import Image
+from pipeline_util import build_records, read_split
 
 from records import features, manifest, synsets, tfrecord, verify
-from pipeline_util import build_records, read_split
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2
@@ -41,7 +41,7 @@ def frame_spans(path) -> list[tuple[int, int]]:
     """(offset of the frame, length of its data) for every record, walking the framing by hand."""
     data, spans, offset = pathlib.Path(path).read_bytes(), [], 0
     while offset < len(data):
-        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
         spans.append((offset, length))
         offset += 12 + length + 4
     return spans
@@ -88,8 +88,9 @@ def test_intact_build_passes_and_every_record_is_counted(built):
                 shard_sum.update(shard.class_counts)
         assert shard_sum == per_class == collections.Counter(stats.class_counts)
     in_process = verify.verify(str(built), workers=1)
-    assert in_process.ok and [dataclasses.replace(s, seconds=0) for s in in_process.shards] == \
-        [dataclasses.replace(s, seconds=0) for s in report.shards]
+    assert in_process.ok and [dataclasses.replace(s, seconds=0) for s in in_process.shards] == [
+        dataclasses.replace(s, seconds=0) for s in report.shards
+    ]
 
 
 def test_flipped_byte_names_shard_and_record(copy):
@@ -106,17 +107,21 @@ def test_flipped_byte_names_shard_and_record(copy):
     assert (shard.num_records, shard.complete) == (5, False)
 
 
-@pytest.mark.parametrize("cut, expected", [
-    (lambda offset, length: offset + 12 + length // 3, "record 3: truncated data (file cut short)"),
-    (lambda offset, length: offset + 5, "record 3: truncated header (file cut short)"),
-])
+@pytest.mark.parametrize(
+    "cut, expected",
+    [
+        (lambda offset, length: offset + 12 + length // 3, "record 3: truncated data (file cut short)"),
+        (lambda offset, length: offset + 5, "record 3: truncated header (file cut short)"),
+    ],
+)
 def test_truncated_shard_names_the_first_lost_record(copy, cut, expected):
     path = copy / "train-00002-of-00003"
     offset, length = frame_spans(path)[3]
-    path.write_bytes(path.read_bytes()[:cut(offset, length)])
+    path.write_bytes(path.read_bytes()[: cut(offset, length)])
     report = verify.verify(str(copy), workers=1)
     assert [p for p in report.problems if "train-00002-of-00003" in p] == [
-        f"train-00002-of-00003 {expected}; the rest of the shard cannot be read: rebuild this shard"]
+        f"train-00002-of-00003 {expected}; the rest of the shard cannot be read: rebuild this shard"
+    ]
 
 
 def test_manifest_count_mismatch_names_the_shard(copy, built):
@@ -128,8 +133,7 @@ def test_manifest_count_mismatch_names_the_shard(copy, built):
 
     edit_manifest(copy, one_more_in_shard_0)
     report = verify.verify(str(copy), workers=1)
-    assert report.problems == (
-        f"train-00000-of-00003: holds {counts[0]} records, manifest.json says {counts[0] + 1}",)
+    assert report.problems == (f"train-00000-of-00003: holds {counts[0]} records, manifest.json says {counts[0] + 1}",)
 
 
 def test_class_counts_and_rejected_rows_are_held_against_the_manifest(copy):
@@ -145,8 +149,9 @@ def test_class_counts_and_rejected_rows_are_held_against_the_manifest(copy):
     rejected.write_text("\n".join(line for line in lines if line != train_rows[0]) + "\n")
     report = verify.verify(str(copy), workers=1)
     assert len(report.problems) == 2, report.problems
-    assert report.problems[0] == (f"rejected.tsv lists {len(train_rows) - 1} rejected train images, "
-                                  f"manifest.json says {len(train_rows)}")
+    assert report.problems[0] == (
+        f"rejected.tsv lists {len(train_rows) - 1} rejected train images, manifest.json says {len(train_rows)}"
+    )
     assert report.problems[1].startswith("validation: records per class disagree with manifest.json for 2 classes")
 
 
@@ -177,25 +182,31 @@ def test_records_with_valid_crc_but_wrong_content(copy, built):
         originals = [features.from_example(r) for r in tfrecord.read_frames(f)]
     first, second = originals[0], originals[1]
     other_label = first.label % 4 + 1
-    rewrite_shard(path, {
-        0: edit_record(label=other_label),
-        1: edit_record(height=second.height + 1),
-        2: _truncated_jpeg,
-        3: edit_record(channels=1, colorspace="GRAY"),
-        4: edit_record(boxes=((0.5, 0.2, 0.4, 0.9),)),
-        5: _without_encoded,
-    })
+    rewrite_shard(
+        path,
+        {
+            0: edit_record(label=other_label),
+            1: edit_record(height=second.height + 1),
+            2: _truncated_jpeg,
+            3: edit_record(channels=1, colorspace="GRAY"),
+            4: edit_record(boxes=((0.5, 0.2, 0.4, 0.9),)),
+            5: _without_encoded,
+        },
+    )
     report = verify.verify(str(copy), workers=1)
     problems = [p for p in report.problems if p.startswith("validation-00000-of-00002 record")]
     assert len(problems) == 6, report.problems
     label_problem = problems[0]
     assert label_problem.startswith(f"validation-00000-of-00002 record 0 ({first.filename}): label {other_label} is ")
     assert f"but the record says {first.synset!r}" in label_problem and "text is" in label_problem
-    assert problems[1] == (f"validation-00000-of-00002 record 1 ({second.filename}): image is "
-                           f"{second.width}x{second.height} but the record says width {second.width}, "
-                           f"height {second.height + 1}")
-    assert problems[2].startswith(f"validation-00000-of-00002 record 2 ({originals[2].filename}): "
-                                  "image/encoded does not decode as JPEG")
+    assert problems[1] == (
+        f"validation-00000-of-00002 record 1 ({second.filename}): image is "
+        f"{second.width}x{second.height} but the record says width {second.width}, "
+        f"height {second.height + 1}"
+    )
+    assert problems[2].startswith(
+        f"validation-00000-of-00002 record 2 ({originals[2].filename}): image/encoded does not decode as JPEG"
+    )
     assert "image is RGB (3 channels, RGB) but the record says 1 channels, GRAY" in problems[3]
     assert "box 0 (0.5, " in problems[4] and "not inside [0, 1] with min <= max" in problems[4]
     assert problems[5] == "validation-00000-of-00002 record 5: missing required feature 'image/encoded'"
@@ -204,7 +215,8 @@ def test_records_with_valid_crc_but_wrong_content(copy, built):
 
     capped = verify.verify(str(copy), workers=1, max_problems_per_shard=2)
     assert [p for p in capped.problems if "validation-00000-of-00002" in p][2:] == [
-        "validation-00000-of-00002: 4 more bad records not listed"]
+        "validation-00000-of-00002: 4 more bad records not listed"
+    ]
 
 
 def test_beam_job_gives_the_same_report(copy):
@@ -218,14 +230,21 @@ def test_beam_job_gives_the_same_report(copy):
     by_pool = verify.verify(str(copy), workers=2)
     assert by_beam.problems == by_pool.problems
     assert by_beam.problems[0].startswith("train-00000-of-00003 record 2: data CRC mismatch")
-    assert [dataclasses.replace(s, seconds=0) for s in by_beam.shards] == \
-        [dataclasses.replace(s, seconds=0) for s in by_pool.shards]
+    assert [dataclasses.replace(s, seconds=0) for s in by_beam.shards] == [
+        dataclasses.replace(s, seconds=0) for s in by_pool.shards
+    ]
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "records", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "records", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_exit_codes(copy, tmp_path):
@@ -247,11 +266,11 @@ def test_cli_exit_codes(copy, tmp_path):
     assert "manifest.json not found" in nothing.stderr and "make records" in nothing.stderr
 
 
-
 def _set(key, kind, values):
     def change(feature):
         del feature[key]
         getattr(feature[key], kind).value.extend(values)
+
     return change
 
 
@@ -263,15 +282,37 @@ def _kindless(key):
     return lambda feature: (feature.__delitem__(key), feature[key].CopyFrom(tf.train.Feature()))
 
 
-@pytest.mark.parametrize("change", [
-    lambda feature: None,
-    _delete(features.LABEL), _delete(features.FILENAME), _delete(features.BBOX_XMIN),
-    _kindless(features.LABEL), _kindless(features.TEXT),
-    _set(features.LABEL, "float_list", [1.0]), _set(features.LABEL, "int64_list", [1, 2]),
-    _set(features.HEIGHT, "int64_list", []), _set(features.FILENAME, "bytes_list", []),
-    _set(features.BBOX_YMAX, "int64_list", [1]), _set(features.CHANNELS, "bytes_list", [b"3"]),
-], ids=["intact", "no label", "no filename", "no xmin", "kindless label", "kindless text", "float label",
-        "two labels", "no height value", "no filename value", "int ymax", "bytes channels"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda feature: None,
+        _delete(features.LABEL),
+        _delete(features.FILENAME),
+        _delete(features.BBOX_XMIN),
+        _kindless(features.LABEL),
+        _kindless(features.TEXT),
+        _set(features.LABEL, "float_list", [1.0]),
+        _set(features.LABEL, "int64_list", [1, 2]),
+        _set(features.HEIGHT, "int64_list", []),
+        _set(features.FILENAME, "bytes_list", []),
+        _set(features.BBOX_YMAX, "int64_list", [1]),
+        _set(features.CHANNELS, "bytes_list", [b"3"]),
+    ],
+    ids=[
+        "intact",
+        "no label",
+        "no filename",
+        "no xmin",
+        "kindless label",
+        "kindless text",
+        "float label",
+        "two labels",
+        "no height value",
+        "no filename value",
+        "int ymax",
+        "bytes channels",
+    ],
+)
 def test_spec_check_agrees_with_tensorflows_parser(change):
     """verify checks PARSE_SPEC in Python (no TF op per record); TF's own parser is the judge here."""
     example = features.to_example(dataclasses.replace(RECORD, boxes=()))
@@ -285,7 +326,8 @@ def test_box_corner_lists_of_different_lengths_are_caught_as_tensorflow_would():
     del example.features.feature[features.BBOX_XMIN]
     assert verify.spec_problems(example) == [] and not _tensorflow_parses(example)
     assert verify.check_record(example.SerializeToString(), TABLE)[2] == [
-        "box corner lists differ in length (xmin, ymin, xmax, ymax: [0, 1, 1, 1])"]
+        "box corner lists differ in length (xmin, ymin, xmax, ymax: [0, 1, 1, 1])"
+    ]
 
 
 def _tensorflow_parses(example) -> bool:
@@ -303,5 +345,13 @@ def _jpeg(width: int, height: int) -> bytes:
 
 
 TABLE = synsets.SynsetTable.build(["n00000001", "n00000002"], {"n00000001": "one", "n00000002": "two"})
-RECORD = features.ImageRecord(encoded=_jpeg(8, 6), filename="a.JPEG", height=6, width=8, label=1,
-                              synset="n00000001", text="one", boxes=((0.125, 0.25, 0.5, 0.75),))
+RECORD = features.ImageRecord(
+    encoded=_jpeg(8, 6),
+    filename="a.JPEG",
+    height=6,
+    width=8,
+    label=1,
+    synset="n00000001",
+    text="one",
+    boxes=((0.125, 0.25, 0.5, 0.75),),
+)

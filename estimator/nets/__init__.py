@@ -8,7 +8,7 @@ the trainer picks it up by name.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -17,9 +17,11 @@ from estimator.nets import layers, resnet, squeezenext
 _Builder = Callable[[tf.Tensor, int, bool, str, float], tf.Tensor]
 
 _NETWORKS: dict[str, tuple[_Builder, int]] = {
-    **{name: (functools.partial(squeezenext.build, spec), squeezenext.IMAGE_SIZE)
-       for name, spec in squeezenext.SPECS.items()},
-    'resnet50': (resnet.build, resnet.IMAGE_SIZE),
+    **{
+        name: (functools.partial(squeezenext.build, spec), squeezenext.IMAGE_SIZE)
+        for name, spec in squeezenext.SPECS.items()
+    },
+    "resnet50": (resnet.build, resnet.IMAGE_SIZE),
 }
 
 
@@ -32,8 +34,7 @@ def _lookup(name: str) -> tuple[_Builder, int]:
     try:
         return _NETWORKS[name]
     except KeyError:
-        raise ValueError(f'Unknown network {name!r}; valid names: '
-                         f'{", ".join(network_names())}') from None
+        raise ValueError(f"Unknown network {name!r}; valid names: {', '.join(network_names())}") from None
 
 
 def default_image_size(name: str) -> int:
@@ -41,9 +42,14 @@ def default_image_size(name: str) -> int:
     return _lookup(name)[1]
 
 
-def build_network(name: str, images: tf.Tensor, num_classes: int, is_training: bool,
-                  data_format: str = 'channels_last',
-                  batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
+def build_network(
+    name: str,
+    images: tf.Tensor,
+    num_classes: int,
+    is_training: bool,
+    data_format: str = "channels_last",
+    batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM,
+) -> tf.Tensor:
     """Float32 logits [batch, num_classes] for normalised float32 NHWC `images`.
 
     Variables live under a scope named after the network (e.g.
@@ -55,12 +61,15 @@ def build_network(name: str, images: tf.Tensor, num_classes: int, is_training: b
     builder, _ = _lookup(name)
     layers.check_data_format(data_format)
     if images.shape.rank != 4 or images.shape[-1] is None:
-        raise ValueError(f'{name}: images must be a [batch, height, width, channels] tensor '
-                         f'with known channels; got {images.name} of shape {images.shape}')
+        raise ValueError(
+            f"{name}: images must be a [batch, height, width, channels] tensor "
+            f"with known channels; got {images.name} of shape {images.shape}"
+        )
     if images.dtype != tf.float32:
-        raise ValueError(f'{name}: images must be float32 (normalised by preprocessing); '
-                         f'got {images.dtype.name} for {images.name}')
+        raise ValueError(
+            f"{name}: images must be float32 (normalised by preprocessing); got {images.dtype.name} for {images.name}"
+        )
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f'{name}: num_classes must be a positive int, got {num_classes!r}')
+        raise ValueError(f"{name}: num_classes must be a positive int, got {num_classes!r}")
     with tf.compat.v1.variable_scope(name):
         return tf.cast(builder(images, num_classes, is_training, data_format, batch_norm_momentum), tf.float32)

@@ -24,50 +24,68 @@ def _fixed_padding(inputs: tf.Tensor, kernel_size: int, data_format: str) -> tf.
     pad_total = kernel_size - 1
     before, after = pad_total // 2, pad_total - pad_total // 2
     spatial = [[before, after], [before, after]]
-    paddings = [[0, 0], [0, 0], *spatial] if layers.channel_axis(data_format) == 1 else \
-        [[0, 0], *spatial, [0, 0]]
-    return tf.pad(inputs, paddings, name='fixed_padding')
+    paddings = [[0, 0], [0, 0], *spatial] if layers.channel_axis(data_format) == 1 else [[0, 0], *spatial, [0, 0]]
+    return tf.pad(inputs, paddings, name="fixed_padding")
 
 
-def _conv_bn(inputs: tf.Tensor, filters: int, kernel_size: int, *, strides: int = 1,
-             relu: bool = True, name: str, is_training: bool, data_format: str,
-             batch_norm_momentum: float) -> tf.Tensor:
+def _conv_bn(
+    inputs: tf.Tensor,
+    filters: int,
+    kernel_size: int,
+    *,
+    strides: int = 1,
+    relu: bool = True,
+    name: str,
+    is_training: bool,
+    data_format: str,
+    batch_norm_momentum: float,
+) -> tf.Tensor:
     with tf.compat.v1.variable_scope(name):
-        padding = 'SAME'
+        padding = "SAME"
         if strides > 1:
             inputs = _fixed_padding(inputs, kernel_size, data_format)
-            padding = 'VALID'
-        outputs = layers.conv2d(inputs, filters, kernel_size, strides=strides, padding=padding,
-                                data_format=data_format)
+            padding = "VALID"
+        outputs = layers.conv2d(inputs, filters, kernel_size, strides=strides, padding=padding, data_format=data_format)
         outputs = layers.batch_norm(outputs, is_training, data_format, batch_norm_momentum)
         return tf.nn.relu(outputs) if relu else outputs
 
 
-def _bottleneck(inputs: tf.Tensor, width: int, *, strides: int, project: bool,
-                is_training: bool, data_format: str, batch_norm_momentum: float) -> tf.Tensor:
+def _bottleneck(
+    inputs: tf.Tensor,
+    width: int,
+    *,
+    strides: int,
+    project: bool,
+    is_training: bool,
+    data_format: str,
+    batch_norm_momentum: float,
+) -> tf.Tensor:
     unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     if project:
-        shortcut = _conv_bn(inputs, width * EXPANSION, 1, strides=strides, relu=False,
-                            name='shortcut', **unit)
+        shortcut = _conv_bn(inputs, width * EXPANSION, 1, strides=strides, relu=False, name="shortcut", **unit)
     else:
         shortcut = inputs
-    outputs = _conv_bn(inputs, width, 1, name='conv1', **unit)
-    outputs = _conv_bn(outputs, width, 3, strides=strides, name='conv2', **unit)
-    outputs = _conv_bn(outputs, width * EXPANSION, 1, relu=False, name='conv3', **unit)
-    return tf.nn.relu(tf.add(shortcut, outputs, name='residual'))
+    outputs = _conv_bn(inputs, width, 1, name="conv1", **unit)
+    outputs = _conv_bn(outputs, width, 3, strides=strides, name="conv2", **unit)
+    outputs = _conv_bn(outputs, width * EXPANSION, 1, relu=False, name="conv3", **unit)
+    return tf.nn.relu(tf.add(shortcut, outputs, name="residual"))
 
 
-def build(images: tf.Tensor, num_classes: int, is_training: bool, data_format: str,
-          batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
+def build(
+    images: tf.Tensor,
+    num_classes: int,
+    is_training: bool,
+    data_format: str,
+    batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM,
+) -> tf.Tensor:
     """Logits [batch, num_classes] for NHWC `images`, in the caller's variable scope."""
     unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     net = layers.to_data_format(images, data_format)
-    net = _conv_bn(net, 64, 7, strides=2, name='conv1', **unit)
-    net = layers.max_pool(net, padding='SAME', data_format=data_format)
+    net = _conv_bn(net, 64, 7, strides=2, name="conv1", **unit)
+    net = layers.max_pool(net, padding="SAME", data_format=data_format)
     for stage, (width, num_blocks, first_stride) in enumerate(STAGES):
-        with tf.compat.v1.variable_scope(f'stage{stage + 1}'):
+        with tf.compat.v1.variable_scope(f"stage{stage + 1}"):
             for block in range(num_blocks):
-                with tf.compat.v1.variable_scope(f'block{block + 1}'):
-                    net = _bottleneck(net, width, strides=first_stride if block == 0 else 1,
-                                      project=block == 0, **unit)
+                with tf.compat.v1.variable_scope(f"block{block + 1}"):
+                    net = _bottleneck(net, width, strides=first_stride if block == 0 else 1, project=block == 0, **unit)
     return layers.logits(layers.global_average_pool(net, data_format), num_classes)

@@ -48,44 +48,63 @@ class SqueezeNextSpec:
 
 
 SPECS: dict[str, SqueezeNextSpec] = {
-    'sqnxt_1_0_23': SqueezeNextSpec(1.0, (6, 6, 8, 1)),
-    'sqnxt_1_0_g_23': SqueezeNextSpec(1.0, (6, 6, 8, 1), groups=2),
-    'sqnxt_1_0_23v5': SqueezeNextSpec(1.0, (2, 4, 14, 1), stem_kernel=5),
-    'sqnxt_2_0_23': SqueezeNextSpec(2.0, (6, 6, 8, 1)),
-    'sqnxt_2_0_23v5': SqueezeNextSpec(2.0, (2, 4, 14, 1), stem_kernel=5),
+    "sqnxt_1_0_23": SqueezeNextSpec(1.0, (6, 6, 8, 1)),
+    "sqnxt_1_0_g_23": SqueezeNextSpec(1.0, (6, 6, 8, 1), groups=2),
+    "sqnxt_1_0_23v5": SqueezeNextSpec(1.0, (2, 4, 14, 1), stem_kernel=5),
+    "sqnxt_2_0_23": SqueezeNextSpec(2.0, (6, 6, 8, 1)),
+    "sqnxt_2_0_23v5": SqueezeNextSpec(2.0, (2, 4, 14, 1), stem_kernel=5),
 }
 
 
-def _block(inputs: tf.Tensor, channels: int, *, strides: int, project: bool, groups: int,
-           is_training: bool, data_format: str, batch_norm_momentum: float) -> tf.Tensor:
+def _block(
+    inputs: tf.Tensor,
+    channels: int,
+    *,
+    strides: int,
+    project: bool,
+    groups: int,
+    is_training: bool,
+    data_format: str,
+    batch_norm_momentum: float,
+) -> tf.Tensor:
     unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     if project:
-        shortcut = layers.conv_bn(inputs, channels, 1, strides=strides, name='shortcut', **unit)
+        shortcut = layers.conv_bn(inputs, channels, 1, strides=strides, name="shortcut", **unit)
     else:
         shortcut = inputs
-    outputs = layers.conv_bn(inputs, channels // 2, 1, strides=strides, groups=groups,
-                             name='reduce1', **unit)
-    outputs = layers.conv_bn(outputs, channels // 4, 1, name='reduce2', **unit)
-    outputs = layers.conv_bn(outputs, channels // 2, (3, 1), groups=groups, name='sep3x1', **unit)
-    outputs = layers.conv_bn(outputs, channels // 2, (1, 3), groups=groups, name='sep1x3', **unit)
-    outputs = layers.conv_bn(outputs, channels, 1, name='expand', **unit)
-    return tf.nn.relu(tf.add(shortcut, outputs, name='residual'))
+    outputs = layers.conv_bn(inputs, channels // 2, 1, strides=strides, groups=groups, name="reduce1", **unit)
+    outputs = layers.conv_bn(outputs, channels // 4, 1, name="reduce2", **unit)
+    outputs = layers.conv_bn(outputs, channels // 2, (3, 1), groups=groups, name="sep3x1", **unit)
+    outputs = layers.conv_bn(outputs, channels // 2, (1, 3), groups=groups, name="sep1x3", **unit)
+    outputs = layers.conv_bn(outputs, channels, 1, name="expand", **unit)
+    return tf.nn.relu(tf.add(shortcut, outputs, name="residual"))
 
 
-def build(spec: SqueezeNextSpec, images: tf.Tensor, num_classes: int, is_training: bool,
-          data_format: str, batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM) -> tf.Tensor:
+def build(
+    spec: SqueezeNextSpec,
+    images: tf.Tensor,
+    num_classes: int,
+    is_training: bool,
+    data_format: str,
+    batch_norm_momentum: float = layers.BATCH_NORM_MOMENTUM,
+) -> tf.Tensor:
     """Logits [batch, num_classes] for NHWC `images`, in the caller's variable scope."""
     unit = dict(is_training=is_training, data_format=data_format, batch_norm_momentum=batch_norm_momentum)
     net = layers.to_data_format(images, data_format)
-    net = layers.conv_bn(net, STEM_CHANNELS, spec.stem_kernel, strides=2, padding='VALID',
-                         name='conv1', **unit)
-    net = layers.max_pool(net, padding='VALID', data_format=data_format)
+    net = layers.conv_bn(net, STEM_CHANNELS, spec.stem_kernel, strides=2, padding="VALID", name="conv1", **unit)
+    net = layers.max_pool(net, padding="VALID", data_format=data_format)
     for stage, num_blocks in enumerate(spec.blocks_per_stage):
         channels = int(STAGE_CHANNELS[stage] * spec.width_multiplier)
-        with tf.compat.v1.variable_scope(f'stage{stage + 1}'):
+        with tf.compat.v1.variable_scope(f"stage{stage + 1}"):
             for block in range(num_blocks):
-                with tf.compat.v1.variable_scope(f'block{block + 1}'):
-                    net = _block(net, channels, strides=2 if stage and not block else 1,
-                                 project=block == 0, groups=spec.groups, **unit)
-    net = layers.conv_bn(net, HEAD_CHANNELS, 1, name='conv_head', **unit)
+                with tf.compat.v1.variable_scope(f"block{block + 1}"):
+                    net = _block(
+                        net,
+                        channels,
+                        strides=2 if stage and not block else 1,
+                        project=block == 0,
+                        groups=spec.groups,
+                        **unit,
+                    )
+    net = layers.conv_bn(net, HEAD_CHANNELS, 1, name="conv_head", **unit)
     return layers.logits(layers.global_average_pool(net, data_format), num_classes)
