@@ -60,10 +60,10 @@ def ensure_records(workdir: str) -> str:
 def _reference_train_map(image_size: int):
     """What the fused path replaces: decode every pixel, then cut the same kind of window."""
     from estimator import preprocessing
-    from records import features
+    from records import features, parsing
 
     def preprocess(serialized):
-        parsed = features.parse_example(serialized)
+        parsed = parsing.parse_example(serialized)
         image = tf.io.decode_jpeg(parsed[features.ENCODED], channels=3, dct_method=preprocessing.DCT_METHOD)
         window = preprocessing.sample_crop_window(tf.shape(image), parsed["boxes"])
         cropped = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])

@@ -7,7 +7,7 @@ Prints the path of the new timestamped SavedModel under --export_dir. Its
   inputs   image_bytes         string  [batch]        encoded JPEG / PNG / GIF / BMP files
   outputs  probabilities       float32 [batch, num_classes]
            top5_labels         int64   [batch, k]     1-based, as in synsets.tsv and the records
-           top5_wnids          string  [batch, k]
+           top5_synsets          string  [batch, k]
            top5_texts          string  [batch, k]
            top5_probabilities  float32 [batch, k]
            preprocessed        float32 [batch, S, S, 3]  the network's input, 0..255 (for skew checks)
@@ -52,7 +52,7 @@ from records import manifest, synsets
 
 INPUT_KEY = "image_bytes"
 SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-OUTPUT_KEYS = ("probabilities", "top5_labels", "top5_wnids", "top5_texts", "top5_probabilities", "preprocessed")
+OUTPUT_KEYS = ("probabilities", "top5_labels", "top5_synsets", "top5_texts", "top5_probabilities", "preprocessed")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -123,7 +123,7 @@ def serving_model_fn(table: synsets.SynsetTable) -> Callable:
         outputs = {
             "probabilities": predictions["probabilities"],
             "top5_labels": tf.cast(top, tf.int64) + synsets.LABEL_OFFSET,
-            "top5_wnids": tf.gather(tf.constant(table.wnids, name="synset_wnids"), top),
+            "top5_synsets": tf.gather(tf.constant(table.synsets, name="synset_names"), top),
             "top5_texts": tf.gather(tf.constant(table.texts, name="synset_texts"), top),
             "top5_probabilities": predictions["top5_probabilities"],
             "preprocessed": features["image"],

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from estimator import preprocessing
-from records import features, manifest, shards
+from records import features, manifest, parsing, shards
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -90,7 +90,7 @@ def _shard_for_pipeline(
 
 def _parse_and_preprocess(image_size: int, is_training: bool) -> Callable:
     def parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        parsed = features.parse_example(serialized)
+        parsed = parsing.parse_example(serialized)
         image = preprocessing.preprocess(parsed[features.ENCODED], parsed["boxes"], image_size, is_training)
         return image, parsed[features.LABEL], parsed[features.FILENAME]
 

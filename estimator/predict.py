@@ -57,7 +57,7 @@ QUEUE_BATCHES = 2
 @dataclasses.dataclass(frozen=True)
 class TopClass:
     label: int  # 1-based, as in synsets.tsv and the records
-    wnid: str
+    synset: str  # the class id: a WordNet id for ImageNet, the folder name for an image-folder dataset
     text: str
     probability: float
 
@@ -244,7 +244,7 @@ def _top_classes(
     out = []
     for index in top_indices:
         label = int(index) + synsets.LABEL_OFFSET
-        out.append(TopClass(label, table.wnid_of(label), table.text_of(label), float(probabilities[index])))
+        out.append(TopClass(label, table.synset_of(label), table.text_of(label), float(probabilities[index])))
     return tuple(out)
 
 
@@ -320,7 +320,7 @@ def predict_arrays(
 def format_text(prediction: Prediction) -> str:
     lines = [prediction.image]
     for rank, top in enumerate(prediction.top5, start=1):
-        lines.append(f"  {rank}. {top.probability:7.2%}  {top.text}  ({top.wnid}, label {top.label})")
+        lines.append(f"  {rank}. {top.probability:7.2%}  {top.text}  ({top.synset}, label {top.label})")
     return "\n".join(lines)
 
 

@@ -294,7 +294,7 @@ def _match_labels(image_names: list[str], wnids: list[str], origin: str) -> dict
 
 
 def _check_known(table: SynsetTable, wnids: Iterable[str], origin: str) -> None:
-    known = set(table.wnids)
+    known = set(table.synsets)
     unknown = sorted(set(wnids) - known)
     if unknown:
         raise LayoutError(

@@ -1,18 +1,19 @@
-"""`tf.train.Example` layout of one ImageNet record, and the one parse spec.
+"""`tf.train.Example` layout of one ImageNet record: the keys, what each holds, and its encoding.
 
 The keys and meanings are those of the reference ImageNet converters
 (inception/slim `build_imagenet_data.py`, the TPU ResNet and Model Garden
-readers), so shards written here feed those readers unchanged. Every reader in
-this project parses through `PARSE_SPEC`/`parse_example`, so a key can never be
-spelt two ways.
+readers), so shards written here feed those readers unchanged. `SCHEMA` is the
+one statement of each key's kind and arity: `records.parsing.PARSE_SPEC` (the
+trainer's TensorFlow parser) and `records.verify` are both derived from it, so
+a key can never be spelt or typed two ways. This module needs no TensorFlow:
+the records job encodes with `records.wire`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
-import tensorflow as tf
+from records import wire
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"
@@ -29,8 +30,6 @@ BBOX_YMIN = "image/object/bbox/ymin"
 BBOX_XMAX = "image/object/bbox/xmax"
 BBOX_YMAX = "image/object/bbox/ymax"
 BBOX_LABEL = "image/object/bbox/label"
-
-BBOX_KEYS = (BBOX_YMIN, BBOX_XMIN, BBOX_YMAX, BBOX_XMAX)  # tf.image box order
 
 Box = tuple[float, float, float, float]  # (xmin, ymin, xmax, ymax), normalised
 
@@ -52,102 +51,102 @@ class ImageRecord:
     boxes: tuple[Box, ...] = ()
 
 
-def _bytes(values: Sequence[bytes]) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """What a key holds. `default` is what a reader assumes when a record lacks it (None: required)."""
+
+    kind: str  # a records.wire kind: bytes_list, int64_list or float_list
+    scalar: bool  # exactly one value (else a list of any length)
+    default: bytes | int | None = None
 
 
-def _ints(values: Sequence[int]) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def _floats(values: Sequence[float]) -> tf.train.Feature:
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-
-
-def to_example(record: ImageRecord) -> tf.train.Example:
-    """Builds the Example; box features are written (empty) even without boxes,
-    as the reference converters do, so readers never meet a missing key."""
-    boxes = record.boxes
-    feature = {
-        ENCODED: _bytes([record.encoded]),
-        FORMAT: _bytes([record.format.encode()]),
-        COLORSPACE: _bytes([record.colorspace.encode()]),
-        CHANNELS: _ints([record.channels]),
-        HEIGHT: _ints([record.height]),
-        WIDTH: _ints([record.width]),
-        FILENAME: _bytes([record.filename.encode()]),
-        LABEL: _ints([record.label]),
-        SYNSET: _bytes([record.synset.encode()]),
-        TEXT: _bytes([record.text.encode()]),
-        BBOX_XMIN: _floats([b[0] for b in boxes]),
-        BBOX_YMIN: _floats([b[1] for b in boxes]),
-        BBOX_XMAX: _floats([b[2] for b in boxes]),
-        BBOX_YMAX: _floats([b[3] for b in boxes]),
-        BBOX_LABEL: _ints([record.label] * len(boxes)),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature))
-
-
-def serialize(record: ImageRecord) -> bytes:
-    return to_example(record).SerializeToString()
-
-
-def from_example(serialized: bytes) -> ImageRecord:
-    """Python-side decoding, for tools (verify, inspect) and tests."""
-    feature = tf.train.Example.FromString(serialized).features.feature
-
-    def one(key: str, kind: str):
-        values = getattr(feature[key], kind).value
-        if len(values) != 1:
-            raise ValueError(f"feature {key!r} has {len(values)} values, expected 1")
-        return values[0]
-
-    def floats(key: str) -> list[float]:
-        return list(feature[key].float_list.value) if key in feature else []
-
-    xmin, ymin, xmax, ymax = (floats(k) for k in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX))
-    return ImageRecord(
-        encoded=one(ENCODED, "bytes_list"),
-        filename=one(FILENAME, "bytes_list").decode(),
-        height=one(HEIGHT, "int64_list"),
-        width=one(WIDTH, "int64_list"),
-        label=one(LABEL, "int64_list"),
-        synset=one(SYNSET, "bytes_list").decode(),
-        text=one(TEXT, "bytes_list").decode(),
-        channels=one(CHANNELS, "int64_list"),
-        colorspace=one(COLORSPACE, "bytes_list").decode(),
-        format=one(FORMAT, "bytes_list").decode(),
-        boxes=tuple(zip(xmin, ymin, xmax, ymax)),
-    )
-
-
-PARSE_SPEC = {
-    ENCODED: tf.io.FixedLenFeature([], tf.string),
-    FORMAT: tf.io.FixedLenFeature([], tf.string, default_value="JPEG"),
-    COLORSPACE: tf.io.FixedLenFeature([], tf.string, default_value="RGB"),
-    CHANNELS: tf.io.FixedLenFeature([], tf.int64, default_value=3),
-    HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-    WIDTH: tf.io.FixedLenFeature([], tf.int64),
-    FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    LABEL: tf.io.FixedLenFeature([], tf.int64),
-    SYNSET: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    TEXT: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    BBOX_XMIN: tf.io.VarLenFeature(tf.float32),
-    BBOX_YMIN: tf.io.VarLenFeature(tf.float32),
-    BBOX_XMAX: tf.io.VarLenFeature(tf.float32),
-    BBOX_YMAX: tf.io.VarLenFeature(tf.float32),
-    BBOX_LABEL: tf.io.VarLenFeature(tf.int64),
+SCHEMA: dict[str, Field] = {
+    ENCODED: Field(wire.BYTES, True),
+    FORMAT: Field(wire.BYTES, True, b"JPEG"),
+    COLORSPACE: Field(wire.BYTES, True, b"RGB"),
+    CHANNELS: Field(wire.INT64, True, 3),
+    HEIGHT: Field(wire.INT64, True),
+    WIDTH: Field(wire.INT64, True),
+    FILENAME: Field(wire.BYTES, True, b""),
+    LABEL: Field(wire.INT64, True),
+    SYNSET: Field(wire.BYTES, True, b""),
+    TEXT: Field(wire.BYTES, True, b""),
+    BBOX_XMIN: Field(wire.FLOAT, False),
+    BBOX_YMIN: Field(wire.FLOAT, False),
+    BBOX_XMAX: Field(wire.FLOAT, False),
+    BBOX_YMAX: Field(wire.FLOAT, False),
+    BBOX_LABEL: Field(wire.INT64, False),
 }
 
 
-def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parses ONE serialized Example (scalar string tensor) with `PARSE_SPEC`.
+def serialize(record: ImageRecord) -> bytes:
+    """The record as a serialised Example. Box features are written (empty) even without boxes,
+    as the reference converters do, so readers never meet a missing key."""
+    boxes = record.boxes
+    return wire.encode(
+        {
+            ENCODED: (wire.BYTES, [record.encoded]),
+            FORMAT: (wire.BYTES, [record.format.encode()]),
+            COLORSPACE: (wire.BYTES, [record.colorspace.encode()]),
+            CHANNELS: (wire.INT64, [record.channels]),
+            HEIGHT: (wire.INT64, [record.height]),
+            WIDTH: (wire.INT64, [record.width]),
+            FILENAME: (wire.BYTES, [record.filename.encode()]),
+            LABEL: (wire.INT64, [record.label]),
+            SYNSET: (wire.BYTES, [record.synset.encode()]),
+            TEXT: (wire.BYTES, [record.text.encode()]),
+            BBOX_XMIN: (wire.FLOAT, [b[0] for b in boxes]),
+            BBOX_YMIN: (wire.FLOAT, [b[1] for b in boxes]),
+            BBOX_XMAX: (wire.FLOAT, [b[2] for b in boxes]),
+            BBOX_YMAX: (wire.FLOAT, [b[3] for b in boxes]),
+            BBOX_LABEL: (wire.INT64, [record.label] * len(boxes)),
+        }
+    )
 
-    Returns the raw features plus `boxes`: float32 [num_boxes, 4] in
-    (ymin, xmin, ymax, xmax) order, the layout `tf.image` box ops take.
+
+def schema_problems(decoded: dict[str, wire.Feature]) -> list[str]:
+    """What would make the trainer's parser (PARSE_SPEC) fail on a decoded Example; [] if nothing."""
+    problems = []
+    for key, field in SCHEMA.items():
+        kind, values = decoded.get(key, (None, []))
+        if kind is None:  # absent, or present with no list at all: TF parses both as missing
+            if field.scalar and field.default is None:
+                problems.append(f"missing required feature {key!r}")
+        elif kind != field.kind:
+            problems.append(f"feature {key!r} is a {kind}, the parse spec wants a {field.kind}")
+        elif field.scalar and len(values) != 1:
+            problems.append(f"feature {key!r} has {len(values)} values, the parse spec wants 1")
+    return problems
+
+
+def from_example(serialized: bytes) -> ImageRecord:
+    """Python-side decoding, for tools (verify, inspect, adopt) and tests.
+
+    ValueError naming the key when the record does not follow SCHEMA.
     """
-    parsed = tf.io.parse_single_example(serialized, PARSE_SPEC)
-    corners = [tf.sparse.to_dense(parsed.pop(key)) for key in BBOX_KEYS]
-    parsed["boxes"] = tf.stack(corners, axis=-1)
-    parsed[BBOX_LABEL] = tf.sparse.to_dense(parsed[BBOX_LABEL])
-    return parsed
+    decoded = wire.decode(serialized)
+    problems = schema_problems(decoded)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+    def one(key: str):
+        kind, values = decoded.get(key, (None, []))
+        return values[0] if kind is not None else SCHEMA[key].default
+
+    def text(key: str) -> str:
+        return one(key).decode()
+
+    xmin, ymin, xmax, ymax = (decoded.get(k, (None, []))[1] for k in (BBOX_XMIN, BBOX_YMIN, BBOX_XMAX, BBOX_YMAX))
+    return ImageRecord(
+        encoded=one(ENCODED),
+        filename=text(FILENAME),
+        height=one(HEIGHT),
+        width=one(WIDTH),
+        label=one(LABEL),
+        synset=text(SYNSET),
+        text=text(TEXT),
+        channels=one(CHANNELS),
+        colorspace=text(COLORSPACE),
+        format=text(FORMAT),
+        boxes=tuple(zip(xmin, ymin, xmax, ymax)),
+    )

@@ -121,7 +121,7 @@ def normalise_image(
         data = bytes(data)  # memoryview/bytearray; anything else raises TypeError, a caller bug
     if not data:
         return Rejected("empty file: 0 bytes; re-download or re-extract it")
-    _forbid_loading_truncated_images()
+    forbid_loading_truncated_images()
     try:
         return _normalise(data, validate, resize_max_side, max_pixels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -136,7 +136,7 @@ def normalise_image(
     except MemoryError:
         return Rejected("too large: ran out of memory decoding it; lower max_pixels or give workers more memory")
     except Exception as error:  # noqa: BLE001 - Pillow raises anything on hostile bytes; bad data must not crash
-        return Rejected(f"{_TRUNCATED_OR_CORRUPT}: {_describe(error)}; {_REDOWNLOAD}")
+        return Rejected(f"{_TRUNCATED_OR_CORRUPT}: {describe_error(error)}; {_REDOWNLOAD}")
 
 
 def _normalise(data: bytes, validate: str, resize_max_side: int, max_pixels: int) -> NormalisedImage | Rejected:
@@ -276,7 +276,8 @@ def _unidentified(data: bytes) -> Rejected:
     )
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """One line: the error's type and its message, whitespace folded, at most 200 characters."""
     text = " ".join(str(error).split()) or "no detail"
     return f"{type(error).__name__}: {text[:200]}"
 
@@ -294,7 +295,7 @@ def _allowed_formats() -> tuple[str, ...]:
     return tuple(common + rest)
 
 
-def _forbid_loading_truncated_images() -> None:
+def forbid_loading_truncated_images() -> None:
     """Undo anyone's ImageFile.LOAD_TRUNCATED_IMAGES = True in this process.
 
     With it on, Pillow pads a truncated JPEG with an EOI marker and decodes it

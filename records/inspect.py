@@ -5,7 +5,7 @@ the images can tell (sizes, grayscale share, boxes) comes from a sample of
 records spread over the shards. Records inside a shard are ordered by a keyed
 hash of their names, so the first few of each shard are a fair random sample
 and reading them costs a few reads per shard instead of the whole build.
-Everything goes through tf.io.gfile, so a build on gs:// is inspected the
+Everything goes through records.files, so a build on gs:// is inspected the
 same way as a local one.
 """
 
@@ -19,11 +19,10 @@ import posixpath
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 from PIL import Image, ImageDraw, ImageFont
 
-from records import features, manifest, shards, tfrecord
+from records import features, files, manifest, shards, tfrecord
 from records.synsets import LABEL_OFFSET, SynsetTable
 
 DEFAULT_SAMPLE_RECORDS = 500
@@ -103,15 +102,15 @@ def sample_split(records_dir: str, split: str, num_shards: int, count: int) -> l
     per_shard = math.ceil(count / num_chosen)
     records: list[features.ImageRecord] = []
     for index in chosen:
-        path = posixpath.join(records_dir, shards.shard_name(split, index, num_shards))
-        if not tf.io.gfile.exists(path):
+        path = files.join(records_dir, shards.shard_name(split, index, num_shards))
+        if not files.exists(path):
             raise FileNotFoundError(
                 f"{path} is listed in manifest.json but missing; "
                 f"run `python -m records verify {records_dir}` and rebuild the records"
             )
         wanted = min(per_shard, count - len(records))
         try:
-            with tf.io.gfile.GFile(path, "rb") as f:
+            with files.open_read(path) as f:
                 for data in tfrecord.read_frames(f):
                     records.append(features.from_example(data))
                     wanted -= 1
@@ -138,7 +137,7 @@ def _summarize_split(
     names = shards.shard_names(split, stats.num_shards)
     counts = stats.shard_counts
     smallest, largest = int(np.argmin(counts)), int(np.argmax(counts))
-    per_class = tuple(stats.class_counts.get(w, 0) for w in table.wnids)
+    per_class = tuple(stats.class_counts.get(w, 0) for w in table.synsets)
     return SplitSummary(
         split=split,
         num_examples=stats.num_examples,
@@ -146,7 +145,7 @@ def _summarize_split(
         smallest_shard=(names[smallest], counts[smallest]),
         largest_shard=(names[largest], counts[largest]),
         classes_present=sum(1 for c in per_class if c),
-        missing_classes=tuple(w for w, c in zip(table.wnids, per_class) if not c),
+        missing_classes=tuple(w for w, c in zip(table.synsets, per_class) if not c),
         per_class=(min(per_class), int(np.median(per_class)), max(per_class)),
         class_counts=per_class,
         conversions=dict(stats.conversions),
@@ -169,7 +168,7 @@ def _top_reasons(reasons: list[str] | None) -> tuple[tuple[str, int], ...]:
 
 
 def _read_rejected_or_none(records_dir: str) -> list[tuple[str, str, str]] | None:
-    if not tf.io.gfile.exists(posixpath.join(records_dir, manifest.REJECTED_NAME)):
+    if not files.exists(files.join(records_dir, manifest.REJECTED_NAME)):
         return None
     return manifest.read_rejected(records_dir)
 
@@ -310,7 +309,7 @@ def write_plots(summary: Summary, out_dir: str) -> list[str]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # plotting is optional; import on use
     from matplotlib.figure import Figure
 
-    tf.io.gfile.makedirs(out_dir)
+    files.makedirs(out_dir)
     paths = []
 
     figure = Figure(figsize=(10, 3.2 * len(summary.splits)), layout="constrained")
@@ -343,8 +342,7 @@ def write_plots(summary: Summary, out_dir: str) -> list[str]:
 def _save_figure(figure, path: str) -> str:
     out = io.BytesIO()
     figure.savefig(out, format="png", dpi=100)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(out.getvalue())
+    files.write_atomically(path, out.getvalue())
     return path
 
 
@@ -353,6 +351,5 @@ def _save_png(image: Image.Image, path: str) -> None:
     image.save(out, "PNG")
     parent = posixpath.dirname(path)
     if parent:
-        tf.io.gfile.makedirs(parent)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(out.getvalue())
+        files.makedirs(parent)
+    files.write_atomically(path, out.getvalue())

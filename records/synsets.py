@@ -1,21 +1,25 @@
-"""The class table: label <-> WordNet id (wnid) <-> human-readable text.
+"""The class table: label <-> synset (the class id) <-> human-readable text.
+
+A synset is a WordNet id (`n01440764`) for ImageNet, and the class folder's
+name (`red rose`, `tulipán`) for an image-folder dataset; the record key
+`image/class/synset` and synsets.tsv's second column hold it either way.
 
 Labels are 1-based (`LABEL_OFFSET`): 0 stays free for "background", as in the
 TPU ResNet and inception converters, so their readers and checkpoints line up
-with our shards. Label order is sorted wnid order unless an explicit class list
-says otherwise; both the writer and every reader take it from the one
+with our shards. Label order is sorted synset order unless an explicit class
+list says otherwise; both the writer and every reader take it from the one
 synsets.tsv written next to the shards, so nobody re-derives it.
 
-ImageNet ships its class list in several shapes, all read here by pure parse
-functions (text or bytes in, so they are testable) plus path helpers that go
-through tf.io.gfile (so gs:// works):
+Class lists come in several shapes, all read here by pure parse functions
+(text or bytes in, so they are testable) plus path helpers (local or gs://):
   - a plain wnid list, one per line (imagenet_lsvrc_2015_synsets.txt);
   - Kaggle's LOC_synset_mapping.txt ("n01440764 tench, Tinca tinca");
   - imagenet_metadata.txt ("wnid<TAB>text" for all 21,842 WordNet synsets:
     a source of texts, NOT a class list);
   - the devkit's data/meta.mat, whose ILSVRC2012_IDs (used by the validation
     ground truth) are NOT in sorted-wnid order: ID 1 is n02119789 (kit fox),
-    ID 490 is n01751748 (sea snake), so IDs must never be used as labels.
+    ID 490 is n01751748 (sea snake), so IDs must never be used as labels;
+  - for image folders, one class name per line, optionally "name<TAB>text".
 """
 
 from __future__ import annotations
@@ -24,17 +28,20 @@ import dataclasses
 import io
 import posixpath
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
-LABEL_OFFSET = 1  # label = index in SynsetTable.wnids + LABEL_OFFSET; 0 is background
-TSV_HEADER = "label\twnid\ttext"
+from records import files
+
+LABEL_OFFSET = 1  # label = index in SynsetTable.synsets + LABEL_OFFSET; 0 is background
+TSV_HEADER = "label\tsynset\ttext"
+_LEGACY_TSV_HEADER = "label\twnid\ttext"  # builds before image folders
 WNID_PATTERN = re.compile(r"n\d{8}")
 
 _PLAIN_LINE = re.compile(r"(n\d{8})\s*")
 _LOC_LINE = re.compile(r"(n\d{8}) +(.*)")
 _METADATA_LINE = re.compile(r"(n\d{8})\t(.*)")
 _MAT_MAGIC = b"MATLAB"
+_FORBIDDEN_IN_NAMES = "\t\r\n"  # synsets.tsv is TSV, one class a line
 
 
 class SynsetFileError(ValueError):
@@ -51,75 +58,75 @@ class SynsetTable:
     workers; treat it as read-only.
     """
 
-    wnids: tuple[str, ...]
+    synsets: tuple[str, ...]
     texts: tuple[str, ...]
     ilsvrc2012_ids: Mapping[int, str] = dataclasses.field(default_factory=dict, hash=False)
-    _label_by_wnid: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False, hash=False)
+    _label_by_synset: dict[str, int] = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        wnids, texts = tuple(self.wnids), tuple(self.texts)
+        names, texts = tuple(self.synsets), tuple(self.texts)
         ids = {int(k): v for k, v in dict(self.ilsvrc2012_ids).items()}
-        if not wnids:
-            raise SynsetFileError("a class table needs at least one synset; got none")
-        if len(texts) != len(wnids):
-            raise SynsetFileError(f"{len(wnids)} wnids but {len(texts)} texts; need one text per wnid")
-        bad = [w for w in wnids if not isinstance(w, str) or not WNID_PATTERN.fullmatch(w)]
+        if not names:
+            raise SynsetFileError("a class table needs at least one class; got none")
+        if len(texts) != len(names):
+            raise SynsetFileError(f"{len(names)} classes but {len(texts)} texts; need one text per class")
+        bad = [n for n in names if not isinstance(n, str) or not n or any(c in n for c in _FORBIDDEN_IN_NAMES)]
         if bad:
-            raise SynsetFileError(f"not WordNet ids (want 'n' + 8 digits, like n01440764): {bad[:5]}")
-        _raise_on_duplicates(wnids, "the class list")
-        broken = [t for t in texts if not isinstance(t, str) or any(c in t for c in "\t\r\n")]
+            raise SynsetFileError(f"class names must be non-empty one-line strings without tabs: {bad[:5]!r}")
+        _raise_on_duplicates(names, "the class list")
+        broken = [t for t in texts if not isinstance(t, str) or any(c in t for c in _FORBIDDEN_IN_NAMES)]
         if broken:
             raise SynsetFileError(f"texts must be one-line strings without tabs (synsets.tsv is TSV): {broken[:3]!r}")
-        stray = sorted({w for w in ids.values()} - set(wnids))
+        stray = sorted(set(ids.values()) - set(names))
         if stray or any(k <= 0 for k in ids):
             raise SynsetFileError(f"ilsvrc2012_ids must map positive IDs to listed wnids; stray: {stray[:5]}")
-        object.__setattr__(self, "wnids", wnids)
+        object.__setattr__(self, "synsets", names)
         object.__setattr__(self, "texts", texts)
         object.__setattr__(self, "ilsvrc2012_ids", ids)
-        object.__setattr__(self, "_label_by_wnid", {w: i + LABEL_OFFSET for i, w in enumerate(wnids)})
+        object.__setattr__(self, "_label_by_synset", {n: i + LABEL_OFFSET for i, n in enumerate(names)})
 
     @classmethod
     def build(
         cls,
-        wnids: Iterable[str],
+        synsets: Iterable[str],
         texts: Mapping[str, str] | None,
         *,
         keep_order: bool = False,
         ilsvrc2012_ids: Mapping[int, str] | None = None,
         source: str = "the class list",
     ) -> SynsetTable:
-        """Table for these wnids: sorted (the default) or in the given order.
+        """Table for these classes: sorted (the default) or in the given order.
 
-        texts=None leaves every text empty; otherwise every wnid needs one.
+        texts=None leaves every text empty; otherwise every class needs one.
         Whitespace in texts is collapsed so they always fit one TSV field.
         """
-        wnids = [w.strip() for w in wnids]
-        _raise_on_duplicates(wnids, source)
+        names = list(synsets)
+        _raise_on_duplicates(names, source)
         if not keep_order:
-            wnids.sort()
+            names.sort()
         if texts is None:
-            text_list = [""] * len(wnids)
+            text_list = [""] * len(names)
         else:
-            missing = [w for w in wnids if w not in texts]
+            missing = [n for n in names if n not in texts]
             if missing:
                 raise SynsetFileError(
-                    f"{source}: no text for {len(missing)} wnids ({', '.join(missing[:5])}); "
+                    f"{source}: no text for {len(missing)} classes ({', '.join(missing[:5])}); "
                     "give a text source that covers every class (e.g. imagenet_metadata.txt)"
                 )
-            text_list = [" ".join(str(texts[w]).split()) for w in wnids]
-        return cls(tuple(wnids), tuple(text_list), dict(ilsvrc2012_ids or {}))
+            text_list = [" ".join(str(texts[n]).split()) for n in names]
+        return cls(tuple(names), tuple(text_list), dict(ilsvrc2012_ids or {}))
 
     def __len__(self) -> int:
-        return len(self.wnids)
+        return len(self.synsets)
 
-    def label_of(self, wnid: str) -> int:
+    def label_of(self, synset: str) -> int:
         try:
-            return self._label_by_wnid[wnid]
+            return self._label_by_synset[synset]
         except KeyError:
-            raise KeyError(f"{wnid!r} is not one of the {len(self)} classes in the synset table") from None
+            raise KeyError(f"{synset!r} is not one of the {len(self)} classes in the synset table") from None
 
-    def wnid_of(self, label: int) -> str:
-        return self.wnids[self._index(label)]
+    def synset_of(self, label: int) -> str:
+        return self.synsets[self._index(label)]
 
     def text_of(self, label: int) -> str:
         return self.texts[self._index(label)]
@@ -131,57 +138,72 @@ class SynsetTable:
         return index
 
     def to_tsv(self) -> str:
-        rows = [TSV_HEADER] + [f"{i + LABEL_OFFSET}\t{w}\t{t}" for i, (w, t) in enumerate(zip(self.wnids, self.texts))]
+        rows = [TSV_HEADER]
+        rows += [f"{i + LABEL_OFFSET}\t{n}\t{t}" for i, (n, t) in enumerate(zip(self.synsets, self.texts))]
         return "\n".join(rows) + "\n"
 
     @classmethod
     def from_tsv(cls, text: str, *, source: str = "synsets.tsv") -> SynsetTable:
         """Parse synsets.tsv, insisting on labels 1..N in order so no label can shift."""
         lines = text.lstrip("\ufeff").splitlines()
-        if not lines or lines[0].rstrip() != TSV_HEADER:
+        if not lines or lines[0].rstrip() not in (TSV_HEADER, _LEGACY_TSV_HEADER):
             first = lines[0][:60] if lines else ""
             raise SynsetFileError(f"{source}: first line must be {TSV_HEADER!r}, got {first!r}; is this a synsets.tsv?")
-        wnids, texts = [], {}
+        names, texts = [], {}
         for number, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             fields = line.split("\t")
             if len(fields) != 3:
                 raise SynsetFileError(
-                    f"{source}:{number}: want 3 tab-separated fields (label, wnid, text), "
+                    f"{source}:{number}: want 3 tab-separated fields (label, synset, text), "
                     f"got {len(fields)}: {line[:80]!r}"
                 )
-            label, wnid, name = fields
-            expected = len(wnids) + LABEL_OFFSET
+            label, name, text_field = fields
+            expected = len(names) + LABEL_OFFSET
             if label.strip() != str(expected):
                 raise SynsetFileError(
                     f"{source}:{number}: label {label!r} where {expected} was due; labels must "
                     f"run {LABEL_OFFSET}..N in order with no gaps; regenerate the file"
                 )
-            if not WNID_PATTERN.fullmatch(wnid):
-                raise SynsetFileError(f"{source}:{number}: {wnid!r} is not a wnid (want n + 8 digits)")
-            if wnid in texts:
+            if name in texts:
                 raise SynsetFileError(
-                    f"{source}:{number}: {wnid} is listed twice (first at label "
-                    f"{wnids.index(wnid) + LABEL_OFFSET}); each class must appear once"
+                    f"{source}:{number}: {name} is listed twice (first at label "
+                    f"{names.index(name) + LABEL_OFFSET}); each class must appear once"
                 )
-            wnids.append(wnid)
-            texts[wnid] = name
-        if not wnids:
+            names.append(name)
+            texts[name] = text_field
+        if not names:
             raise SynsetFileError(f"{source}: no classes after the header")
-        return cls.build(wnids, texts, keep_order=True, source=source)
+        return cls.build(names, texts, keep_order=True, source=source)
 
     def write_tsv(self, path: str) -> None:
         """Write synsets.tsv so it appears under its final name only when complete."""
-        gfile = _gfile()
-        temp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with gfile.GFile(temp, "w") as f:
-            f.write(self.to_tsv())
-        gfile.rename(temp, path, overwrite=True)
+        files.write_atomically(path, self.to_tsv())
 
     @classmethod
     def read_tsv(cls, path: str) -> SynsetTable:
         return cls.from_tsv(_read_text(path), source=path)
+
+
+def parse_class_list(text: str, *, source: str = "class list") -> tuple[list[str], dict[str, str]]:
+    """An image-folder class list: one name per line, optionally "name<TAB>text", in label order.
+
+    Returns the names and their texts (a name without a text is its own text).
+    Blank lines are skipped; names keep inner spaces but not surrounding ones.
+    """
+    names, texts = [], {}
+    for line in text.lstrip("\ufeff").splitlines():
+        if not line.strip():
+            continue
+        name, _, given = line.partition("\t")
+        name = name.strip()
+        names.append(name)
+        texts[name] = given.strip() or name
+    if not names:
+        raise SynsetFileError(f"{source}: no class names in it")
+    _raise_on_duplicates(names, source)
+    return names, texts
 
 
 # --- parsers: one per file format, pure -----------------------------------------------
@@ -386,7 +408,7 @@ def load_synsets(
         else:
             table = SynsetTable.build(parse_wnid_list(text, source=path), None, keep_order=True, source=path)
     if wnids:
-        unknown = sorted(set(wnids) - set(table.wnids))
+        unknown = sorted(set(wnids) - set(table.synsets))
         if unknown:
             raise SynsetFileError(
                 f"{path}: {len(unknown)} wnids of the data are not in this class list "
@@ -394,7 +416,11 @@ def load_synsets(
             )
     if texts_path:
         table = SynsetTable.build(
-            table.wnids, read_texts(texts_path), keep_order=True, ilsvrc2012_ids=table.ilsvrc2012_ids, source=texts_path
+            table.synsets,
+            read_texts(texts_path),
+            keep_order=True,
+            ilsvrc2012_ids=table.ilsvrc2012_ids,
+            source=texts_path,
         )
     return table
 
@@ -412,7 +438,7 @@ def read_texts(path: str) -> dict[str, str]:
         return parse_loc_synset_mapping(text, source=path)
     if kind == "synsets.tsv":
         table = SynsetTable.from_tsv(text, source=path)
-        return dict(zip(table.wnids, table.texts))
+        return dict(zip(table.synsets, table.texts))
     raise SynsetFileError(
         f"{path}: a plain wnid list has no texts; use imagenet_metadata.txt, "
         "LOC_synset_mapping.txt, synsets.tsv or meta.mat"
@@ -507,18 +533,10 @@ def _decode(data: bytes, path: str) -> str:
         raise SynsetFileError(f"{path}: not UTF-8 text ({error}); pass a text class list or meta.mat") from error
 
 
-def _gfile():
-    import tensorflow as tf  # imported on first file access: parsing alone stays light
-
-    return tf.io.gfile
-
-
 def _read_bytes(path: str) -> bytes:
-    gfile = _gfile()
-    if not gfile.exists(path):
+    if not files.exists(path):
         raise SynsetFileError(f"{path}: no such file; check the path (local or gs://)")
-    with gfile.GFile(path, "rb") as f:
-        return f.read()
+    return files.read_bytes(path)
 
 
 def _read_text(path: str) -> str:

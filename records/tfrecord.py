@@ -14,6 +14,8 @@ from typing import BinaryIO
 
 import google_crc32c
 
+from records import files
+
 _MASK_DELTA = 0xA282EAD8
 
 
@@ -56,3 +58,14 @@ def read_frames(file: BinaryIO) -> Iterator[bytes]:
             raise CorruptRecordError(index, "data CRC mismatch")
         yield data
         index += 1
+
+
+def first_corruption(path: str) -> CorruptRecordError | None:
+    """Reads every frame of the shard at `path` (local or remote); the first framing or CRC error, or None."""
+    try:
+        with files.open_read(path) as f:
+            for _ in read_frames(f):
+                pass
+    except CorruptRecordError as error:
+        return error
+    return None

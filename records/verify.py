@@ -33,15 +33,13 @@ import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
-import tensorflow as tf
 from absl import logging
-from PIL import Image, ImageFile
+from PIL import Image
 
-from records import features, manifest, shards, tfrecord
+from records import features, files, images, manifest, shards, tfrecord, wire
 from records.synsets import SynsetTable
 
 DEFAULT_MAX_PROBLEMS_PER_SHARD = 20
-_SPEC_KIND = {tf.string: "bytes_list", tf.int64: "int64_list", tf.float32: "float_list"}
 # What a decoded JPEG's Pillow mode must be stored as: (channels, colorspace).
 _MODE_FIELDS = {"RGB": (3, "RGB"), "L": (1, "GRAY")}
 _BOX_CORNERS = (features.BBOX_XMIN, features.BBOX_YMIN, features.BBOX_XMAX, features.BBOX_YMAX)
@@ -114,8 +112,7 @@ def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_M
     """
     started = time.monotonic()
     name = posixpath.basename(path)
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # would let a truncated JPEG "decode"
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    images.forbid_loading_truncated_images()
     problems: list[str] = []
     num_bad = num_records = num_bytes = 0
     class_counts: collections.Counter = collections.Counter()
@@ -128,7 +125,7 @@ def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_M
             problems.append(message)
 
     try:
-        with tf.io.gfile.GFile(path, "rb") as f:
+        with files.open_read(path) as f:
             for index, data in enumerate(tfrecord.read_frames(f)):
                 num_records += 1
                 num_bytes += len(data) + 16
@@ -141,61 +138,38 @@ def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_M
     except tfrecord.CorruptRecordError as error:
         complete = False
         report(f"{name} {error}; the rest of the shard cannot be read: rebuild this shard")
-    except (OSError, tf.errors.OpError) as error:
+    except OSError as error:
         complete = False
-        report(f"{name}: cannot read after {num_records} records ({_one_line(error)})")
+        report(f"{name}: cannot read after {num_records} records ({images.describe_error(error)})")
     return ShardReport(
         path, num_records, num_bytes, dict(class_counts), tuple(problems), num_bad, complete, time.monotonic() - started
     )
 
 
 def check_record(data: bytes, table: SynsetTable) -> tuple[str | None, str, list[str]]:
-    """(the record's wnid or None if unparsable, its file name or '', what is wrong with it or [])."""
+    """(the record's synset or None if unparsable, its file name or '', what is wrong with it or [])."""
     try:
-        example = tf.train.Example.FromString(data)
-    except Exception as error:  # noqa: BLE001 - protobuf raises DecodeError and friends on junk
-        return None, "", [f"not a tf.train.Example ({_one_line(error)})"]
-    errors = spec_problems(example)
+        decoded = wire.decode(data)
+    except wire.WireError as error:
+        return None, "", [f"not a tf.train.Example ({images.describe_error(error)})"]
+    errors = features.schema_problems(decoded)
     if errors:
         return None, "", errors
     try:
         record = features.from_example(data)
-    except (ValueError, UnicodeDecodeError) as error:  # a default-valued key the spec tolerates but we write
-        return None, "", [f"records.features.from_example cannot read it ({_one_line(error)})"]
-    errors = _label_problems(record, table) + _box_problems(example, record) + _image_problems(record)
+    except (ValueError, UnicodeDecodeError) as error:  # e.g. a text that is not UTF-8
+        return None, "", [f"records.features.from_example cannot read it ({images.describe_error(error)})"]
+    errors = _label_problems(record, table) + _box_problems(decoded, record) + _image_problems(record)
     return record.synset, record.filename, errors
-
-
-def spec_problems(example: tf.train.Example) -> list[str]:
-    """What would make the trainer's `parse_example` (PARSE_SPEC) fail on this Example.
-
-    Checked in Python from the spec itself, so it costs no TensorFlow op per
-    record and follows the contract when a key is added.
-    """
-    problems = []
-    feature = example.features.feature
-    for key, spec in features.PARSE_SPEC.items():
-        want = _SPEC_KIND[spec.dtype]
-        kind = feature[key].WhichOneof("kind") if key in feature else None
-        if kind is None:  # absent, or present with no list at all: TF parses both as missing
-            if isinstance(spec, tf.io.FixedLenFeature) and spec.default_value is None:
-                problems.append(f"missing required feature {key!r}")
-            continue
-        count = len(getattr(feature[key], want).value)
-        if kind != want:
-            problems.append(f"feature {key!r} is a {kind}, the parse spec wants a {want}")
-        elif isinstance(spec, tf.io.FixedLenFeature) and count != 1:
-            problems.append(f"feature {key!r} has {count} values, the parse spec wants 1")
-    return problems
 
 
 def _label_problems(record: features.ImageRecord, table: SynsetTable) -> list[str]:
     if not 1 <= record.label <= len(table):
         return [f"label {record.label} outside 1..{len(table)} (synsets.tsv has {len(table)} classes)"]
     problems = []
-    if table.wnid_of(record.label) != record.synset:
+    if table.synset_of(record.label) != record.synset:
         problems.append(
-            f"label {record.label} is {table.wnid_of(record.label)} in synsets.tsv, "
+            f"label {record.label} is {table.synset_of(record.label)} in synsets.tsv, "
             f"but the record says {record.synset!r}"
         )
     if table.text_of(record.label) != record.text:
@@ -206,10 +180,9 @@ def _label_problems(record: features.ImageRecord, table: SynsetTable) -> list[st
     return problems
 
 
-def _box_problems(example: tf.train.Example, record: features.ImageRecord) -> list[str]:
-    feature = example.features.feature
-    lengths = [len(feature[k].float_list.value) if k in feature else 0 for k in _BOX_CORNERS]
-    labels = list(feature[features.BBOX_LABEL].int64_list.value) if features.BBOX_LABEL in feature else []
+def _box_problems(decoded: dict[str, wire.Feature], record: features.ImageRecord) -> list[str]:
+    lengths = [len(decoded.get(k, (None, []))[1]) for k in _BOX_CORNERS]
+    labels = list(decoded.get(features.BBOX_LABEL, (None, []))[1])
     if len(set(lengths)) != 1:
         return [f"box corner lists differ in length (xmin, ymin, xmax, ymax: {lengths})"]
     problems = []
@@ -230,7 +203,7 @@ def _image_problems(record: features.ImageRecord) -> list[str]:
             image = Image.open(io.BytesIO(record.encoded), formats=("JPEG", "MPO"))
             image.load()
     except Exception as error:  # noqa: BLE001 - Pillow raises anything on hostile bytes
-        return [f"image/encoded does not decode as JPEG ({_one_line(error)}; {len(record.encoded)} bytes)"]
+        return [f"image/encoded does not decode as JPEG ({images.describe_error(error)}; {len(record.encoded)} bytes)"]
     problems = []
     if image.size != (record.width, record.height):
         problems.append(
@@ -245,10 +218,6 @@ def _image_problems(record: features.ImageRecord) -> list[str]:
             f"{record.channels} channels, {record.colorspace}"
         )
     return problems
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
 
 
 # --- the whole build ------------------------------------------------------------------
@@ -305,15 +274,13 @@ def verify_with_beam(
             | "Gather" >> beam.combiners.ToList()
             | "Write" >> beam.Map(_write_json, report_path)
         )
-    with tf.io.gfile.GFile(report_path) as f:
-        reports = [_shard_report_from_dict(d) for d in json.load(f)]
-    tf.io.gfile.remove(report_path)
+    reports = [_shard_report_from_dict(d) for d in json.loads(files.read_text(report_path))]
+    files.remove([report_path])
     return _combine(plan, reports, time.monotonic() - started)
 
 
 def _write_json(value, path: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(value, f)
+    files.write_atomically(path, json.dumps(value))
 
 
 def _shard_report_from_dict(raw: dict) -> ShardReport:
@@ -370,26 +337,21 @@ def _plan(records_dir: str) -> _Plan:
     for split, stats in sorted(built.splits.items()):
         for index, count in enumerate(stats.shard_counts):
             expected[shards.shard_name(split, index, stats.num_shards)] = count
-    on_disk = {posixpath.basename(p) for p in tf.io.gfile.glob(posixpath.join(records_dir, "*-?????-of-?????"))}
-    on_disk = {n for n in on_disk if shards.parse_shard_name(n)}
-    for name in sorted(set(expected) - on_disk):
-        split = shards.parse_shard_name(name)[0]
+    problems += manifest.shard_file_problems(records_dir, built)
+    location = built.shards_location(records_dir)
+    on_disk = set(files.match(location, "*-?????-of-?????"))
+    for temporary in sorted(files.match(location, f"*{files.TEMP_MARKER}*")):
         problems.append(
-            f"{name}: missing (manifest.json lists {built.splits[split].num_shards} {split} shards); "
-            "restore the file or rebuild the records"
-        )
-    for name in sorted(on_disk - set(expected)):
-        problems.append(
-            f"{name}: not listed in manifest.json (left from another build?); readers glob every "
-            "shard in the directory, so remove it or rebuild into an empty directory"
+            f"{files.join(location, temporary)}: a temporary file of an unfinished write (a killed build?); "
+            "finish the build with --resume, or delete the file"
         )
     problems += _rejected_problems(records_dir, built)
-    paths = tuple(posixpath.join(records_dir, n) for n in sorted(set(expected) & on_disk))
+    paths = tuple(files.join(location, n) for n in sorted(set(expected) & on_disk))
     return _Plan(records_dir, built, table, paths, expected, tuple(problems))
 
 
 def _rejected_problems(records_dir: str, built: manifest.Manifest) -> list[str]:
-    if not tf.io.gfile.exists(posixpath.join(records_dir, manifest.REJECTED_NAME)):
+    if not files.exists(files.join(records_dir, manifest.REJECTED_NAME)):
         if built.num_rejected or built.num_annotations_rejected:
             return [f"{manifest.REJECTED_NAME} missing but manifest.json counts {built.num_rejected} rejected images"]
         return []

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from records import features, manifest, shards, tfrecord
+from records import features, manifest, parsing, shards, tfrecord
 
 
 def _jpeg(width=40, height=30, mode="RGB") -> bytes:
@@ -37,7 +37,7 @@ def test_python_round_trip_gives_back_every_field():
 
 
 def test_parse_spec_gives_back_every_field_in_tensorflow():
-    parsed = features.parse_example(tf.constant(features.serialize(RECORD)))
+    parsed = parsing.parse_example(tf.constant(features.serialize(RECORD)))
     assert parsed[features.ENCODED].numpy() == RECORD.encoded
     assert parsed[features.FILENAME].numpy().decode() == RECORD.filename
     assert (parsed[features.HEIGHT].numpy(), parsed[features.WIDTH].numpy()) == (30, 40)
@@ -52,7 +52,7 @@ def test_parse_spec_gives_back_every_field_in_tensorflow():
 
 def test_record_without_boxes_parses_to_an_empty_box_tensor():
     record = features.ImageRecord(**{**RECORD.__dict__, "boxes": ()})
-    parsed = features.parse_example(tf.constant(features.serialize(record)))
+    parsed = parsing.parse_example(tf.constant(features.serialize(record)))
     assert parsed["boxes"].shape == (0, 4)
     assert features.from_example(features.serialize(record)).boxes == ()
 
@@ -61,7 +61,7 @@ def test_grayscale_record_keeps_its_true_channel_count():
     record = features.ImageRecord(
         **{**RECORD.__dict__, "encoded": _jpeg(mode="L"), "channels": 1, "colorspace": "GRAY"}
     )
-    parsed = features.parse_example(tf.constant(features.serialize(record)))
+    parsed = parsing.parse_example(tf.constant(features.serialize(record)))
     assert parsed[features.CHANNELS].numpy() == 1 and parsed[features.COLORSPACE].numpy() == b"GRAY"
 
 

@@ -94,7 +94,7 @@ def test_serving_signature_takes_image_bytes_and_names_its_outputs(serve):
     assert outputs == {
         "probabilities": (tf.float32, [None, NUM_CLASSES]),
         "top5_labels": (tf.int64, [None, top]),
-        "top5_wnids": (tf.string, [None, top]),
+        "top5_synsets": (tf.string, [None, top]),
         "top5_texts": (tf.string, [None, top]),
         "top5_probabilities": (tf.float32, [None, top]),
         "preprocessed": (tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3]),
@@ -112,7 +112,8 @@ def test_top5_is_named_from_the_synset_table(served_batch, exported):
         np.testing.assert_allclose(
             served_batch["top5_probabilities"][row], probabilities[row][labels - synsets.LABEL_OFFSET], atol=1e-7
         )
-        assert [w.decode() for w in served_batch["top5_wnids"][row]] == [table.wnid_of(int(label)) for label in labels]
+        expected_synsets = [table.synset_of(int(label)) for label in labels]
+        assert [w.decode() for w in served_batch["top5_synsets"][row]] == expected_synsets
         assert [t.decode() for t in served_batch["top5_texts"][row]] == [table.text_of(int(label)) for label in labels]
     assert np.abs(probabilities[0] - probabilities[1]).max() > 1e-3  # the images do matter
 

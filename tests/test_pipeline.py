@@ -96,7 +96,7 @@ def test_manifest_counts_prove_every_input_ended_somewhere(built, sample_truth):
     assert built_manifest.num_annotations_rejected == len(sample_truth["malformed_xml"])
     table = synsets.SynsetTable.read_tsv(str(out / manifest.SYNSETS_NAME))
     assert [(c["label"], c["wnid"], c["text"]) for c in sample_truth["classes"]] == [
-        (table.label_of(w), w, table.text_of(table.label_of(w))) for w in table.wnids
+        (table.label_of(w), w, table.text_of(table.label_of(w))) for w in table.synsets
     ]
 
 

@@ -129,7 +129,7 @@ def _check_prediction(result: predict.Prediction, table: synsets.SynsetTable) ->
     expected = np.argsort(-probabilities, kind="stable")[:5]
     assert [t.probability for t in result.top5] == pytest.approx(probabilities[expected].tolist(), abs=1e-7)
     for top in result.top5:
-        assert top.wnid == table.wnids[top.label - synsets.LABEL_OFFSET]
+        assert top.synset == table.synsets[top.label - synsets.LABEL_OFFSET]
         assert top.text == table.texts[top.label - synsets.LABEL_OFFSET]
         assert top.probability == pytest.approx(float(probabilities[top.label - synsets.LABEL_OFFSET]))
 
@@ -263,14 +263,14 @@ def test_text_and_json_formats(arrays_run):
     text = predict.format_text(result).splitlines()
     assert text[0] == "array[0]" and len(text) == 6
     for rank, (line, top) in enumerate(zip(text[1:], result.top5), start=1):
-        assert line.strip().startswith(f"{rank}.") and top.text in line and top.wnid in line
+        assert line.strip().startswith(f"{rank}.") and top.text in line and top.synset in line
         assert f"label {top.label}" in line
     parsed = json.loads(predict.format_json(result))
     assert parsed["image"] == "array[0]"
     assert [t["label"] for t in parsed["top5"]] == [t.label for t in result.top5]
     assert parsed["top5"][0] == {
         "label": result.top5[0].label,
-        "wnid": result.top5[0].wnid,
+        "synset": result.top5[0].synset,
         "text": result.top5[0].text,
         "probability": result.top5[0].probability,
     }

@@ -136,8 +136,8 @@ def test_probabilities_agree_across_record_file_and_saved_model(trained, served)
 
     np.testing.assert_allclose(served["probabilities"], numpy_path, atol=1e-5)
     np.testing.assert_allclose(from_records, numpy_path[validation], atol=1e-5)
-    for result, wnids in zip(from_files, served["top5_wnids"]):
-        assert [t.wnid for t in result.top5] == [w.decode() for w in wnids]
+    for result, wnids in zip(from_files, served["top5_synsets"]):
+        assert [t.synset for t in result.top5] == [w.decode() for w in wnids]
     # The comparison means something: the probabilities are far from one-hot and differ per image.
     assert numpy_path.max() < 0.999 and np.ptp(numpy_path, axis=0).max() > 1e-3
 
@@ -155,7 +155,7 @@ def test_predict_cli_json_and_a_failed_file(trained, sample_dir, sample_truth):
     assert [line["image"] for line in lines] == good
     expected = list(predict.predict_files(trained.predictor, good))
     for line, result in zip(lines, expected):
-        assert [t["wnid"] for t in line["top5"]] == [t.wnid for t in result.top5]
+        assert [t["synset"] for t in line["top5"]] == [t.synset for t in result.top5]
         assert [t["label"] for t in line["top5"]] == [t.label for t in result.top5]
         assert [t["text"] for t in line["top5"]] == [t.text for t in result.top5]
         np.testing.assert_allclose(

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 from pipeline_util import build_records, read_split
 
-from records import features, manifest, synsets, tfrecord, verify
+from records import features, manifest, parsing, synsets, tfrecord, verify, wire
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2
@@ -171,7 +171,7 @@ def _truncated_jpeg(data):
 
 
 def _without_encoded(data):
-    example = features.to_example(features.from_example(data))
+    example = tf.train.Example.FromString(data)
     del example.features.feature[features.ENCODED]
     return example.SerializeToString()
 
@@ -315,24 +315,28 @@ def _kindless(key):
 )
 def test_spec_check_agrees_with_tensorflows_parser(change):
     """verify checks PARSE_SPEC in Python (no TF op per record); TF's own parser is the judge here."""
-    example = features.to_example(dataclasses.replace(RECORD, boxes=()))
+    example = tf.train.Example.FromString(features.serialize(dataclasses.replace(RECORD, boxes=())))
     change(example.features.feature)
-    assert (verify.spec_problems(example) == []) == _tensorflow_parses(example), verify.spec_problems(example)
+    assert (_schema_problems(example) == []) == _tensorflow_parses(example), _schema_problems(example)
 
 
 def test_box_corner_lists_of_different_lengths_are_caught_as_tensorflow_would():
-    example = features.to_example(RECORD)
+    example = tf.train.Example.FromString(features.serialize(RECORD))
     assert verify.check_record(example.SerializeToString(), TABLE) == (RECORD.synset, RECORD.filename, [])
     del example.features.feature[features.BBOX_XMIN]
-    assert verify.spec_problems(example) == [] and not _tensorflow_parses(example)
+    assert _schema_problems(example) == [] and not _tensorflow_parses(example)
     assert verify.check_record(example.SerializeToString(), TABLE)[2] == [
         "box corner lists differ in length (xmin, ymin, xmax, ymax: [0, 1, 1, 1])"
     ]
 
 
+def _schema_problems(example) -> list[str]:
+    return features.schema_problems(wire.decode(example.SerializeToString()))
+
+
 def _tensorflow_parses(example) -> bool:
     try:
-        features.parse_example(tf.constant(example.SerializeToString()))
+        parsing.parse_example(tf.constant(example.SerializeToString()))
         return True
     except tf.errors.InvalidArgumentError:
         return False
