@@ -164,7 +164,8 @@ def test_missing_and_stray_shard_files(copy):
         "validation-00001-of-00002",
     ]
     assert "train-00000-of-00004: not listed in manifest.json" in " ".join(report.problems)
-    assert "validation-00001-of-00002: missing (manifest.json lists 2 validation shards)" in " ".join(report.problems)  # the rest is intact; its classes are not recounted
+    # the rest is intact; its classes are not recounted
+    assert "validation-00001-of-00002: missing (manifest.json lists 2 validation shards)" in " ".join(report.problems)
     assert "validation-00001-of-00002" not in {s.name for s in report.shards}
 
 
