@@ -1,4 +1,4 @@
-"""`python -m pipeline`: build ImageNet-style input into sharded TFRecords.
+"""`python -m pipeline`: build ImageNet, or any image-folder dataset, into sharded TFRecords.
 
 Flags of our own are absl flags; every other flag (--runner, --project,
 --direct_num_workers, ...) goes untouched to Beam's PipelineOptions, so the
@@ -7,137 +7,139 @@ same command runs on the DirectRunner, Dataflow, Flink or Spark.
 
 from __future__ import annotations
 
+import dataclasses
 import logging as std_logging
 import os
-import time
+import sys
 import warnings
 
-from absl import app, flags, logging
+from absl import app, flags
 
-warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's Python 3.11 notice
-
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
-
-from pipeline import build, layouts  # noqa: E402
-from records import images, manifest, shards  # noqa: E402
+from pipeline.console import Console
+from pipeline.errors import InputError
+from pipeline.options import BuildOptions
+from records import files, images, shards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
-    "input_dir", None, "ImageNet-style input: distribution tars, extracted folders or Kaggle layout; local or gs://."
+    "input_dir",
+    None,
+    "ILSVRC2012 tars, extracted ImageNet folders, Kaggle's layout, or train/<class>/ image folders; local or gs://.",
 )
 flags.DEFINE_string("output_dir", None, "Where shards, synsets.tsv, manifest.json and rejected.tsv go; local or gs://.")
-flags.DEFINE_integer("train_shards", shards.DEFAULT_NUM_SHARDS["train"], "Number of training shards.", lower_bound=1)
 flags.DEFINE_integer(
-    "validation_shards", shards.DEFAULT_NUM_SHARDS["validation"], "Number of validation shards.", lower_bound=1
+    "train_shards",
+    0,
+    f"Training shards; 0: {shards.DEFAULT_NUM_SHARDS['train']}, or one per "
+    f"{shards.MIN_IMAGES_PER_AUTO_SHARD} images for smaller sets.",
+    lower_bound=0,
+    upper_bound=99_999,
 )
-flags.DEFINE_integer("seed", 0, "Seed of the keyed hash that orders and places images.")
+flags.DEFINE_integer(
+    "validation_shards",
+    0,
+    f"Validation shards; 0: {shards.DEFAULT_NUM_SHARDS['validation']}, or fewer for smaller sets.",
+    lower_bound=0,
+    upper_bound=99_999,
+)
+flags.DEFINE_integer("seed", 0, "Seed of the keyed hash that orders and places images (and holds out validation).")
 flags.DEFINE_enum(
     "validate",
     "decode",
-    ["decode", "header"],
+    list(images.VALIDATE_MODES),
     "decode: prove every image decodes (a truncated file never reaches training); header: only read headers (fast).",
 )
+flags.DEFINE_integer("resize_max_side", 0, "If > 0, shrink images whose longer side exceeds this.", lower_bound=0)
 flags.DEFINE_integer(
-    "resize_max_side", 0, "If > 0, shrink images whose longer side exceeds this many pixels.", lower_bound=0
-)
-flags.DEFINE_integer(
-    "max_pixels",
-    images.DEFAULT_MAX_PIXELS,
-    "Reject images with more pixels than this (decompression bombs).",
-    lower_bound=1,
+    "max_pixels", images.DEFAULT_MAX_PIXELS, "Reject images with more pixels (decompression bombs).", lower_bound=1
 )
 flags.DEFINE_string(
     "synsets_file",
     None,
-    "Class list: synsets.tsv, a wnid-per-line list (keeps its order), LOC_synset_mapping.txt or meta.mat.",
+    "Class list: synsets.tsv, a wnid list (keeps its order), LOC_synset_"
+    "mapping.txt or meta.mat; for image folders one class name per line, optionally name<TAB>text.",
 )
 flags.DEFINE_string(
     "val_labels_file", None, "Validation labels: a wnid-per-line file (file-name order) or LOC_val_solution.csv."
 )
+flags.DEFINE_float(
+    "validation_fraction",
+    0.0,
+    "Inputs without a validation split: hold out this fraction of each "
+    "class's training images (chosen by a keyed hash of their path and --seed).",
+)
+flags.DEFINE_bool(
+    "allow_truncated_tars",
+    False,
+    "Build from tars that end without their end-of-archive marker (their images are rejected) instead of stopping.",
+)
+flags.DEFINE_bool("allow_empty_classes", False, "Build even when a listed class has no training images.")
+flags.DEFINE_bool(
+    "strict_imagenet",
+    False,
+    "Stop, instead of warning, when a 1,000-class ILSVRC2012 input differs "
+    "from the official image counts or tar sizes.",
+)
 flags.DEFINE_bool("overwrite", False, "Replace the records already in --output_dir.")
+flags.DEFINE_bool("resume", False, "Finish an interrupted build in --output_dir: only the missing shards are written.")
+flags.DEFINE_bool("verbose", False, "Show Beam's and the job's own logging on the console instead of in build.log.")
 flags.mark_flags_as_required(["input_dir", "output_dir"])
 
-# Local default: all cores through the multi-process DirectRunner.
-LOCAL_DEFAULTS = ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
 
+def request(beam_args: list[str]):
+    """The flags as one build request (a pipeline.job.Request): every BuildOptions field is a flag."""
+    from pipeline import job
 
-def beam_options(beam_args: list[str]) -> PipelineOptions:
-    options = PipelineOptions(beam_args)
-    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
-        given = {a.split("=")[0] for a in beam_args}
-        options = PipelineOptions(beam_args + [d for d in LOCAL_DEFAULTS if d.split("=")[0] not in given])
-    return options
-
-
-def run(beam_args: list[str]) -> manifest.Manifest | None:
-    started = time.monotonic()
-    try:
-        plan = layouts.plan(FLAGS.input_dir, FLAGS.synsets_file, FLAGS.val_labels_file)
-    except layouts.LayoutError as error:
-        raise app.UsageError(str(error)) from None
-    logging.info(
-        "input %s (%s): %s; %d classes",
-        plan.input_dir,
-        plan.layout,
-        ", ".join(f"{s}: {len(u)} units" for s, u in sorted(plan.units.items())),
-        len(plan.synsets),
-    )
-    try:
-        build.prepare_output(FLAGS.output_dir, FLAGS.overwrite)
-    except FileExistsError as error:
-        raise app.UsageError(str(error)) from None
+    named = {f.name: FLAGS[f.name].value for f in dataclasses.fields(BuildOptions) if f.name != "num_shards"}
     num_shards = {"train": FLAGS.train_shards, "validation": FLAGS.validation_shards}
-    options = build.BuildOptions(
-        output_dir=FLAGS.output_dir,
-        num_shards={s: num_shards[s] for s in plan.units},
-        seed=FLAGS.seed,
-        validate=FLAGS.validate,
-        resize_max_side=FLAGS.resize_max_side,
-        max_pixels=FLAGS.max_pixels,
-    )
-    recorded = {
-        name: FLAGS[name].value
-        for name in ("train_shards", "validation_shards", "seed", "validate", "resize_max_side", "max_pixels")
-    }
-    pipeline_options = beam_options(beam_args)
-    result = build.run(plan, options, recorded, pipeline_options)
-    if pipeline_options.view_as(StandardOptions).runner not in (None, "DirectRunner", "PortableRunner"):
-        return None  # remote runners: the job reports on its own console
-    built = manifest.read_manifest(FLAGS.output_dir)
-    report(result, built, time.monotonic() - started)
-    return built
-
-
-def report(result, built: manifest.Manifest, seconds: float) -> None:
-    counters = {}
-    try:
-        for counter in result.metrics().query()["counters"]:
-            if counter.key.metric.namespace == build.METRICS_NAMESPACE:
-                counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
-    except Exception:  # some runners do not report metrics; the manifest still does
-        pass
-    total = sum(s.num_examples for s in built.splits.values())
-    lines = [f"records written to {FLAGS.output_dir} in {seconds:.1f}s ({total / max(seconds, 1e-9):.0f} images/s)"]
-    for split, stats in sorted(built.splits.items()):
-        lines.append(
-            f"  {split}: {stats.num_examples} images in {stats.num_shards} shards "
-            f"({min(stats.shard_counts)}-{max(stats.shard_counts)} per shard), {stats.num_rejected} rejected, "
-            f"converted {sum(stats.conversions.values())} {dict(stats.conversions) or ''}"
-        )
-    if built.num_rejected or built.num_annotations_rejected:
-        lines.append(
-            f"  rejected: {built.num_rejected} images, {built.num_annotations_rejected} box files "
-            f"(reasons in {manifest.REJECTED_NAME})"
-        )
-    if counters:
-        lines.append("  counters: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
-    print("\n".join(lines), flush=True)
+    options = BuildOptions(num_shards=num_shards, **named)
+    return job.Request(FLAGS.input_dir, FLAGS.output_dir, options, beam_args, FLAGS.overwrite, FLAGS.resume)
 
 
 def main(argv: list[str]) -> None:
-    # Beam's own INFO lines (worker harness chatter) drown the job's progress.
-    std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
-    run(beam_args=argv[1:])
+    console = Console()
+    if FLAGS.overwrite and FLAGS.resume:
+        _fail(console, "--overwrite starts over, --resume finishes what is there: pass one of them")
+    if not FLAGS.verbose:
+        std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's Python-version notice
+    try:
+        check_writable(FLAGS.output_dir)
+        with console.capture(FLAGS.output_dir, FLAGS.verbose):
+            from pipeline import job  # with the console captured: Beam prints notices on import
+
+            job.run(request(argv[1:]), console)
+    except InputError as error:
+        _fail(console, str(error))
+    except Exception as error:  # noqa: BLE001 - a worker's failure, already logged in full
+        _fail(console, _worker_error(error), console.log_path)
+
+
+def check_writable(output_dir: str) -> None:
+    """Raises InputError unless output_dir can be created and written: before any worker starts."""
+    probe = files.join(output_dir, f".write-test{files.TEMP_MARKER}probe")
+    try:
+        files.makedirs(output_dir)
+        files.write_atomically(probe, b"")
+        files.remove([probe])
+    except OSError as error:
+        raise InputError(
+            f"--output_dir={output_dir} is not writable ({type(error).__name__}: {error.strerror or error}); "
+            "choose a directory you can write to"
+        ) from None
+
+
+def _worker_error(error: Exception) -> str:
+    """The one line that says what went wrong, from Beam's wrapping of a worker's exception."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    ours = [line for line in lines if "--resume" in line or "cannot write" in line]
+    return (ours or lines or [type(error).__name__])[-1].split(" [while running")[0]
+
+
+def _fail(console: Console, message: str, log_path: str | None = None) -> None:
+    details = f" (details in {log_path})" if log_path else ""
+    print(f"error: {message}{details}", file=console.err, flush=True)
+    sys.exit(1)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

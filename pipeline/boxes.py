@@ -8,17 +8,19 @@ the defects found in the real ILSVRC2012 annotations.
 
 from __future__ import annotations
 
+import json
 import posixpath
+import tarfile
 import xml.etree.ElementTree as ElementTree
 
+from records import files
 from records.features import Box
 
 _FORBIDDEN = (b"<!DOCTYPE", b"<!ENTITY")
+REJECT_REASON_SUFFIX = "; image kept without boxes"
 
-
-def image_key(path: str) -> str:
-    """The join key: a file's base name without extension (`n01440764_18`)."""
-    return posixpath.splitext(posixpath.basename(path))[0]
+Boxes = dict[str, tuple[Box, ...]]  # image path inside its unit, without extension -> boxes
+Rejections = list[tuple[str, str]]  # (the XML file, why it was not used)
 
 
 def parse_voc_xml(data: bytes) -> tuple[Box, ...]:
@@ -56,3 +58,77 @@ def _normalise(x0: float, y0: float, x1: float, y1: float) -> Box | None:
 
 def _clamp(value: float) -> float:
     return min(max(value, 0.0), 1.0)
+
+
+def join_key(path_inside_unit: str) -> str:
+    """How an image and its XML meet: `n01440764_18.JPEG` and `n01440764_18.xml` share `n01440764_18`."""
+    return posixpath.splitext(path_inside_unit)[0]
+
+
+def _parse_into(found: Boxes, rejected: Rejections, origin: str, inside: str, data: bytes) -> None:
+    try:
+        found[join_key(inside)] = parse_voc_xml(data)
+    except ValueError as error:
+        rejected.append((origin, f"{error}{REJECT_REASON_SUFFIX}"))
+
+
+def read_folder(folder: str) -> tuple[Boxes, Rejections]:
+    """Every *.xml below `folder` (one unit's annotations: bbox/<wnid>/, Kaggle's Annotations/...)."""
+    found: Boxes = {}
+    rejected: Rejections = []
+    if not files.isdir(folder):
+        return found, rejected
+    for inside, _ in files.walk(folder):
+        if inside.endswith(".xml"):
+            path = files.join(folder, inside)
+            _parse_into(found, rejected, path, inside, files.read_bytes(path))
+    return found, rejected
+
+
+def split_tarball(tarball: str, out_dir: str) -> list[str]:
+    """Streams the bbox tarball once and writes one file per unit (`<wnid>.json`) into out_dir.
+
+    The tarball is gzip: it can only be read front to back, by one reader, so
+    it is split once and each unit's indexer reads its own small file. The real
+    tarball holds one folder per synset, so a unit's file is written as soon as
+    its folder ends: memory holds one unit's boxes. Returns the units written.
+    """
+    files.makedirs(out_dir)
+    written: set[str] = set()
+    unit, found, rejected = None, {}, []
+
+    def flush() -> None:
+        if unit is None:
+            return
+        path = files.join(out_dir, f"{unit}.json")
+        if unit in written:  # the tarball came back to a unit: merge with what is on disk
+            earlier_found, earlier_rejected = read_split_file(path)
+            found.update({k: v for k, v in earlier_found.items() if k not in found})
+            rejected.extend(earlier_rejected)
+        files.write_atomically(path, json.dumps({"boxes": found, "rejected": rejected}))
+        written.add(unit)
+
+    with files.open_read(tarball) as raw:
+        mode = "r|gz" if tarball.endswith(("gz", "tgz")) else "r|"
+        with tarfile.open(fileobj=raw, mode=mode) as archive:
+            for info in archive:
+                if not (info.isfile() and info.name.endswith(".xml")):
+                    continue
+                member_unit, _, inside = info.name.partition("/")
+                if not inside:  # a flat tarball: n01440764_18.xml belongs to n01440764
+                    member_unit, inside = info.name.split("_", 1)[0], info.name
+                if member_unit != unit:
+                    flush()
+                    unit, found, rejected = member_unit, {}, []
+                _parse_into(found, rejected, f"{tarball}:{info.name}", inside, archive.extractfile(info).read())
+    flush()
+    return sorted(written)
+
+
+def read_split_file(path: str) -> tuple[Boxes, Rejections]:
+    """What split_tarball wrote for one unit; nothing if the tarball had no boxes for it."""
+    if not files.exists(path):
+        return {}, []
+    payload = json.loads(files.read_text(path))
+    found = {key: tuple(tuple(box) for box in boxes) for key, boxes in payload["boxes"].items()}
+    return found, [tuple(row) for row in payload["rejected"]]

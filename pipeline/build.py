@@ -1,336 +1,504 @@
-"""The Beam graph: index inputs, assign shards, join boxes, write shards, write metadata.
+"""The records job: index the input, check it, write the shards, write the metadata.
 
-Only small references travel through the shuffle — (split, shard) -> where an
-image's bytes lie. Each shard writer reads, validates and encodes its own
-images, so no image byte crosses a GroupByKey (that costs ~10x on the local
-runner) and a worker's memory is bounded by one shard, never by the dataset.
+Two Beam pipelines run one after the other, with the launcher in between:
 
-Determinism: an image's place comes from a keyed hash of its name and the
-seed, and from the fixed order of the work units, never from arrival order; so
-the same input gives byte-identical shards on any runner and worker count.
+  1. Index: one element per unit (a synset tar, a tar, a class folder). Each
+     worker lists its unit's images (tar headers or a directory listing, never
+     image bytes), orders them by a keyed hash and writes the order to a small
+     index file in the build's scratch directory (pipeline/index.py).
+  2. The launcher reads the units' summaries: it now knows every class's image
+     count, so it refuses an incomplete input (a truncated tar, a class with
+     no images) before a single shard is written, and sizes the shards.
+  3. Write: one element per shard. Each writer reads its rows from the unit
+     indexes, reads and validates its own images, and writes one shard.
+  4. The launcher gathers the shards' results into manifest.json,
+     rejected.tsv and synsets.tsv.
+
+Only units and shard numbers cross the Beam graph: on the local runner
+whatever crosses a stage is held in memory, so memory stays flat however many
+images there are, and a worker holds one shard.
+
+Determinism: an image's shard and place come from the keyed hash of its path
+and the seed and from the fixed order of the units, never from arrival order,
+so the same input gives byte-identical shards on any runner and worker count.
+A build that dies midway leaves finished shards (each appears under its final
+name only when complete, its result beside it in the scratch directory) and
+`--resume` writes only the missing ones.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
+import json
 import posixpath
-import tarfile
-import threading
-import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import apache_beam as beam
-from absl import logging
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from pipeline import boxes as boxes_lib
-from pipeline import layouts, tars
+from pipeline import index, layouts, tars
+from pipeline.errors import InputError
 from pipeline.layouts import Plan, Unit
-from records import features, images, manifest, shards, tfrecord
+from pipeline.options import BuildOptions
+from records import features, files, images, manifest, shards, tfrecord
 from records.synsets import SynsetTable
 
-METRICS_NAMESPACE = "imagenet"
-RAW = CompressionTypes.UNCOMPRESSED
+SCRATCH_NAME = ".build"  # in the output directory, until the build is complete
+RAW = "uncompressed"
 
 
 @dataclasses.dataclass(frozen=True)
-class BuildOptions:
+class Scratch:
+    """The build's working files, under <output_dir>/.build until the build completes."""
+
     output_dir: str
-    num_shards: Mapping[str, int]  # split -> shard count
-    seed: int = 0
-    validate: str = "decode"
-    resize_max_side: int = 0
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
+
+    @property
+    def root(self) -> str:
+        return files.join(self.output_dir, SCRATCH_NAME)
+
+    @property
+    def key_path(self) -> str:  # what the build is: input, options; a resume must match it
+        return files.join(self.root, "build.json")
+
+    @property
+    def units_path(self) -> str:  # every unit's summary, written when indexing is complete
+        return files.join(self.root, "units.json")
+
+    @property
+    def boxes_dir(self) -> str:
+        return files.join(self.root, "boxes")
+
+    def index_path(self, split: str, position: int) -> str:
+        return files.join(self.root, "index", f"{split}-{position:05d}.idx")
+
+    def result_path(self, shard: str) -> str:
+        return files.join(self.root, "shards", f"{shard}.json")
 
 
-@dataclasses.dataclass(frozen=True)
-class ImageRef:
-    """Where one image's bytes lie, and what it is; the only thing shuffled."""
-
-    split: str
-    name: str  # base file name, unique within a split
-    path: str
-    offset: int  # -1: the whole file at `path`
-    size: int
-    wnid: str
-    key: int  # keyed hash: the image's order within its unit and shard
-    boxes: tuple[features.Box, ...] = ()
+# --- 1. index -------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class ShardResult:
-    split: str
-    index: int
-    num_examples: int
-    num_bytes: int
-    class_counts: dict[str, int]
-    conversions: dict[str, int]
-    rejected: tuple[tuple[str, str, str], ...]  # (split, source, reason)
+@dataclasses.dataclass
+class _Skipped:
+    """Files of a unit that are not images to build, by reason: a count and one example."""
 
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: dict[str, str] = dataclasses.field(default_factory=dict)
 
-def image_key(seed: int, split: str, name: str) -> int:
-    digest = hashlib.blake2b(f"{seed}/{split}/{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-# --- indexing -----------------------------------------------------------------------
+    def add(self, reason: str, path: str) -> None:
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, path)
 
 
 class IndexUnit(beam.DoFn):
-    """Unit -> (split, unit name, its image refs sorted by key). Reads headers only."""
+    """(split, position, unit) -> its index file in scratch, and its summary (a small dict)."""
 
-    def __init__(self, val_labels: Mapping[str, str], seed: int):
-        self._val_labels = val_labels
-        self._seed = seed
+    def __init__(self, plan: Plan, options: BuildOptions, scratch: Scratch):
+        self._plan, self._options, self._scratch = plan, options, scratch
 
-    def process(self, unit: Unit) -> Iterator[tuple[str, str, list[ImageRef]]]:
-        if unit.kind == "nested_tar":
-            found = [(m.name, unit.path, m.offset, m.size) for m in tars.list_nested_members(unit.path, unit.member)]
-        elif unit.kind == "tar":
-            found = [(m.name, unit.path, m.offset, m.size) for m in tars.list_members(unit.path)]
+    def process(self, element: tuple[str, int, Unit], boxes_ready=()) -> Iterator[dict]:
+        split, position, unit = element
+        listing, complete = _list_unit(unit)
+        skipped = _Skipped()
+        entries = _images_of(unit, listing, skipped)
+        summary = {"split": split, "position": position, "unit": unit.name, "source": _unit_source(unit)}
+        rejected = []
+        if not complete:
+            summary["truncated"] = f"{_unit_source(unit)} ends without the tar end-of-archive marker"
+            if not self._options.allow_truncated_tars:
+                yield {**summary, "count": 0, "class_counts": {}, "skipped": {}, "rejected": [], "box_rejected": []}
+                return
+            reason = f"archive truncated: {summary['truncated']} (interrupted download or copy); download it again"
+            rejected = [(split, _entry_source(unit, e), reason) for e in entries]
+            entries = []
+        entries, unlabelled = self._labelled(unit, entries)
+        rejected += [(split, _entry_source(unit, e), reason) for e, reason in unlabelled]
+        if unit.holdout:
+            entries = _apply_holdout(unit, entries)
+        entries, box_rejected = self._with_boxes(unit, entries)
+        entries = [
+            dataclasses.replace(e, key=index.order_key(self._options.seed, split, unit.image_path(e.inside)))
+            for e in entries
+        ]
+        entries.sort(key=lambda e: (e.key, e.inside))
+        index.write(self._scratch.index_path(split, position), entries)
+        table = self._plan.synsets
+        yield {
+            **summary,
+            "count": len(entries),
+            "class_counts": dict(collections.Counter(table.synset_of(e.label) for e in entries)),
+            "skipped": {r: [n, skipped.examples[r]] for r, n in sorted(skipped.counts.items())},
+            "rejected": rejected,
+            "box_rejected": box_rejected,
+        }
+
+    def _labelled(self, unit: Unit, entries: list[index.Entry]) -> tuple[list[index.Entry], list]:
+        table = self._plan.synsets
+        if unit.synset is not None:
+            label = table.label_of(unit.synset)
+            return [dataclasses.replace(e, label=label) for e in entries], []
+        out, unlabelled = [], []
+        for entry in entries:
+            synset = self._plan.val_labels.get(unit.image_path(entry.inside))
+            if synset is None:  # the plan matched every image to a label; this one appeared since
+                unlabelled.append((entry, "no label: the file appeared after the labels were matched; rerun"))
+            else:
+                out.append(dataclasses.replace(entry, label=table.label_of(synset)))
+        return out, unlabelled
+
+    def _with_boxes(self, unit: Unit, entries: list[index.Entry]) -> tuple[list[index.Entry], list]:
+        if unit.split != "train":
+            return entries, []
+        if unit.boxes:
+            found, rejected = boxes_lib.read_folder(unit.boxes)
+        elif self._plan.boxes_tarball:
+            found, rejected = boxes_lib.read_split_file(files.join(self._scratch.boxes_dir, f"{unit.name}.json"))
         else:
-            pattern = posixpath.join(unit.path, "*")
-            matched = [m for m in FileSystems.match([pattern])[0].metadata_list if not _is_dir(m.path)]
-            # Same rule as planning: a folder's images are its files with an image extension.
-            skipped = [m.path for m in matched if not layouts.is_image_name(m.path)]
-            if skipped:
-                Metrics.counter(METRICS_NAMESPACE, "non_image_files_skipped").inc(len(skipped))
-                logging.warning(
-                    "%s: skipped %d files without an image extension, e.g. %s", unit.path, len(skipped), skipped[0]
-                )
-            found = [(m.path, m.path, -1, m.size_in_bytes) for m in matched if layouts.is_image_name(m.path)]
-        refs = []
-        for member, path, offset, size in found:
-            name = posixpath.basename(member)
-            wnid = unit.wnid or self._val_labels.get(name)
-            if wnid is None:  # the plan checked every flat val image has a label
-                raise ValueError(f"{path}: image {name} appeared after planning and has no label")
-            refs.append(ImageRef(unit.split, name, path, offset, size, wnid, image_key(self._seed, unit.split, name)))
-        refs.sort(key=lambda r: (r.key, r.name))
-        Metrics.counter(METRICS_NAMESPACE, f"{unit.split}/images_read").inc(len(refs))
-        yield unit.split, unit.name, refs
+            return entries, []
+        with_boxes = [dataclasses.replace(e, boxes=found.get(boxes_lib.join_key(e.inside), ())) for e in entries]
+        return with_boxes, [list(row) for row in rejected]
 
 
-def _is_dir(path: str) -> bool:
-    return path.endswith("/") or (not path.startswith("gs://") and posixpath.isdir(path))
+def _list_unit(unit: Unit) -> tuple[list[index.Entry], bool]:
+    """Every file of the unit, as (path inside it, where its bytes are), and whether the unit is whole."""
+    if unit.kind in ("tar", "nested_tar"):
+        listing = tars.list_nested_members(unit.path, unit.member) if unit.member else tars.list_members(unit.path)
+        return [index.Entry(m.name, m.offset, m.size) for m in listing.members], listing.complete
+    return [index.Entry(inside, -1, size) for inside, size in files.walk(unit.path)], True
 
 
-class AssignShards(beam.DoFn):
-    """Deals each unit's refs round-robin, continuing where the previous unit stopped.
-
-    Shard sizes then differ by at most one image, and every training shard
-    holds images of every class — a hash-modulo split would be off by a few
-    percent and needs no less work.
-    """
-
-    def __init__(self, num_shards: Mapping[str, int]):
-        self._num_shards = num_shards
-
-    def process(self, element, unit_sizes: Mapping[tuple[str, str], int]):
-        split, unit_name, refs = element
-        start = sum(n for (s, u), n in unit_sizes.items() if s == split and u < unit_name)
-        num_shards = self._num_shards[split]
-        for position, ref in enumerate(refs, start):
-            yield (split, position % num_shards), ref
-
-
-# --- bounding boxes -----------------------------------------------------------------
-
-
-class ReadBoxes(beam.DoFn):
-    """A bbox tarball or a folder of <wnid>/<image>.xml -> (image key, boxes).
-
-    A malformed file is reported (tagged 'rejected') and its image keeps no
-    boxes; the job goes on.
-    """
-
-    REJECTED = "rejected"
-
-    def process(self, source: str):
-        if source.endswith((".tar.gz", ".tgz", ".tar")):
-            with FileSystems.open(source, compression_type=RAW) as raw:
-                mode = "r|gz" if source.endswith(("gz", "tgz")) else "r|"
-                with tarfile.open(fileobj=raw, mode=mode) as archive:
-                    for info in archive:
-                        if info.isfile() and info.name.endswith(".xml"):
-                            data = archive.extractfile(info).read()
-                            yield from self._parse(f"{source}:{info.name}", info.name, data)
+def _images_of(unit: Unit, listing: list[index.Entry], skipped: _Skipped) -> list[index.Entry]:
+    """The images to build: not hidden, with an image extension, each path once (a tar may
+    hold a path twice; the later copy is the one extraction would leave, so it wins)."""
+    by_path: dict[str, index.Entry] = {}
+    for entry in listing:
+        where = _entry_source(unit, entry)
+        if layouts.is_hidden(entry.inside):
+            skipped.add("hidden", where)
+        elif not layouts.is_image_name(entry.inside):
+            skipped.add("not an image", where)
         else:
-            for metadata in FileSystems.match([posixpath.join(source, "*", "*.xml")])[0].metadata_list:
-                with FileSystems.open(metadata.path, compression_type=RAW) as f:
-                    yield from self._parse(metadata.path, metadata.path, f.read())
-
-    def _parse(self, origin: str, name: str, data: bytes):
-        try:
-            parsed = boxes_lib.parse_voc_xml(data)
-        except ValueError as error:
-            Metrics.counter(METRICS_NAMESPACE, "annotations_rejected").inc()
-            yield beam.pvalue.TaggedOutput(self.REJECTED, ("boxes", origin, f"{error}; image kept without boxes"))
-            return
-        Metrics.counter(METRICS_NAMESPACE, "annotations_read").inc()
-        yield ("train", boxes_lib.image_key(name)), parsed  # boxes exist for train images only
+            if entry.inside in by_path:
+                skipped.add("duplicate", where)
+            by_path[entry.inside] = entry
+    return list(by_path.values())
 
 
-def _attach_boxes(joined):
-    _, grouped = joined
-    found = list(grouped["boxes"])
-    for shard_key, ref in grouped["refs"]:
-        yield shard_key, (dataclasses.replace(ref, boxes=found[0]) if found else ref)
+def _apply_holdout(unit: Unit, entries: list[index.Entry]) -> list[index.Entry]:
+    paths = [unit.image_path(e.inside) for e in entries]
+    held = index.held_out(entries, paths, unit.holdout.fraction, unit.holdout.seed)
+    keep_held = unit.holdout.take == "validation"
+    return [e for i, e in enumerate(entries) if (i in held) == keep_held]
 
 
-# --- writing shards -----------------------------------------------------------------
+def _unit_source(unit: Unit) -> str:
+    return f"{unit.path}:{unit.member.name}" if unit.member else unit.path
+
+
+def _entry_source(unit: Unit, entry: index.Entry) -> str:
+    """Where an image came from, as rejected.tsv and messages name it."""
+    if unit.kind == "folder":
+        return files.join(unit.path, entry.inside)
+    return f"{_unit_source(unit)}/{entry.inside}" if unit.member else f"{unit.path}:{entry.inside}"
+
+
+def index_pipeline(root: beam.Pipeline, plan: Plan, options: BuildOptions, scratch: Scratch) -> None:
+    units = [(split, position, unit) for split in sorted(plan.units) for position, unit in enumerate(plan.units[split])]
+    tarballs = [plan.boxes_tarball] if plan.boxes_tarball else []
+    box_units = (
+        root
+        | "BoxTarball" >> beam.Create(tarballs)
+        | "SplitBoxes" >> beam.FlatMap(boxes_lib.split_tarball, scratch.boxes_dir)
+    )
+    _ = (
+        root
+        | "Units" >> beam.Create(units)
+        | "SpreadUnits" >> beam.Reshuffle()
+        | "Index" >> beam.ParDo(IndexUnit(plan, options, scratch), boxes_ready=beam.pvalue.AsList(box_units))
+        | "Gather" >> beam.combiners.ToList()
+        | "WriteSummaries" >> beam.Map(_write_summaries, scratch.units_path)
+    )
+
+
+def _write_summaries(summaries: list[dict], path: str) -> None:
+    summaries.sort(key=lambda s: (s["split"], s["position"]))
+    files.write_atomically(path, json.dumps(summaries))
+
+
+def read_summaries(scratch: Scratch) -> list[dict]:
+    return json.loads(files.read_text(scratch.units_path))
+
+
+# --- 2. check and size ----------------------------------------------------------------
+
+
+def check_summaries(plan: Plan, options: BuildOptions, summaries: list[dict]) -> list[str]:
+    """Raises InputError when the input is incomplete; returns warnings to show."""
+    truncated = [s["truncated"] for s in summaries if s.get("truncated")]
+    if truncated and not options.allow_truncated_tars:
+        raise InputError(
+            f"{len(truncated)} tars are truncated (interrupted download or copy): {'; '.join(truncated[:3])}"
+            f"{'; ...' if len(truncated) > 3 else ''}. Download them again, or pass --allow_truncated_tars "
+            "to reject their images and build the rest"
+        )
+    counts = split_counts(summaries)
+    if not sum(counts.values()):
+        raise InputError(
+            f"{plan.input_dir}: no images found (image files end in {', '.join(layouts.IMAGE_EXTENSIONS)})"
+        )
+    train = collections.Counter()
+    for s in summaries:
+        if s["split"] == "train":
+            train.update(s["class_counts"])
+    empty = [c for c in plan.synsets.synsets if not train[c]] if "train" in plan.units else []
+    if empty and not options.allow_empty_classes:
+        raise InputError(
+            f"{len(empty)} of {len(plan.synsets)} classes have no training images: {', '.join(empty[:10])}"
+            f"{', ...' if len(empty) > 10 else ''}. Check the input is complete (an interrupted copy?), list only "
+            "the classes you have with --synsets_file, or pass --allow_empty_classes"
+        )
+    warnings = [f"{len(truncated)} truncated tars: their images are rejected ({truncated[0]})"] if truncated else []
+    if empty:
+        warnings.append(f"{len(empty)} classes have no training images: {', '.join(empty[:10])}")
+    return warnings + _official_count_warnings(plan, options, counts)
+
+
+def _official_count_warnings(plan: Plan, options: BuildOptions, counts: Mapping[str, int]) -> list[str]:
+    if not plan.is_official_imagenet:
+        return []
+    differ = [
+        f"{split} has {counts.get(split, 0):,} images, the official ILSVRC2012 {split} set {expected:,}"
+        for split, expected in layouts.OFFICIAL_NUM_IMAGES.items()
+        if split in plan.units and counts.get(split, 0) != expected
+    ]
+    message = "; ".join(list(plan.warnings) + differ)
+    if differ and options.strict_imagenet:
+        raise InputError(f"not the complete ILSVRC2012: {message}; drop --strict_imagenet to build it anyway")
+    return differ
+
+
+def split_counts(summaries: Iterable[dict]) -> dict[str, int]:
+    counts: dict[str, int] = collections.Counter()
+    for s in summaries:
+        counts[s["split"]] += s["count"]
+    return dict(counts)
+
+
+def shard_counts(options: BuildOptions, counts: Mapping[str, int]) -> dict[str, int]:
+    """The requested counts; 0 means sized from the split's image count."""
+    return {split: options.num_shards.get(split, 0) or shards.auto_num_shards(split, n) for split, n in counts.items()}
+
+
+# --- 3. write -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitLayout:
+    """How one split's images are dealt to its shards: units in order, their sizes and starts."""
+
+    num_shards: int
+    units: tuple[Unit, ...]
+    positions: tuple[int, ...]  # each unit's position in the plan (its index file)
+    counts: tuple[int, ...]
+    starts: tuple[int, ...]  # images in all earlier units of the split
+
+    @classmethod
+    def build(cls, plan: Plan, summaries: list[dict], split: str, num_shards: int) -> SplitLayout:
+        counts = {s["position"]: s["count"] for s in summaries if s["split"] == split}
+        positions = tuple(range(len(plan.units[split])))
+        sizes = tuple(counts[p] for p in positions)
+        starts = tuple(sum(sizes[:i]) for i in range(len(sizes)))
+        return cls(num_shards, plan.units[split], positions, sizes, starts)
 
 
 class WriteShard(beam.DoFn):
-    """(split, shard) + refs -> one complete shard file, and its ShardResult.
+    """(split, shard index) -> one complete shard file and its result in scratch.
 
-    The file is written under a temporary name and renamed when complete, so
-    a shard never appears half-written (a retried bundle just renames again).
+    The shard is written under a temporary name and renamed when complete; its
+    result (counts, rejections) is written first, so a shard under its final
+    name always has one. A retried bundle just writes both again, identically.
     """
 
-    def __init__(self, synsets: SynsetTable, options: BuildOptions):
-        self._synsets = synsets
-        self._options = options
-        self._started = None
-        self._written = 0
+    def __init__(
+        self,
+        layouts_by_split: Mapping[str, SplitLayout],
+        table: SynsetTable,
+        filename_is_path: bool,
+        options: BuildOptions,
+        scratch: Scratch,
+        output_dir: str,
+    ):
+        self._layouts, self._table, self._filename_is_path = layouts_by_split, table, filename_is_path
+        self._options, self._scratch, self._output_dir = options, scratch, output_dir
 
-    def setup(self):
-        self._started = time.monotonic()
+    def process(self, element: tuple[str, int]) -> Iterator[str]:
+        split, shard_index = element
+        layout = self._layouts[split]
+        name = shards.shard_name(split, shard_index, layout.num_shards)
+        final = files.join(self._output_dir, name)
+        chosen = self._rows(split, shard_index, layout)
+        data, rejected = _read_images(chosen)
+        temp = files.temp_name(final)
+        try:
+            result = self._write(temp, split, chosen, data, rejected)
+            files.write_atomically(self._scratch.result_path(name), json.dumps({"shard": name, **result}))
+            files.rename(temp, final)
+        except OSError as error:
+            files.remove([temp])
+            raise OSError(
+                f"{final}: cannot write the shard ({images.describe_error(error)}); free disk space or "
+                "fix the permissions, then finish the build with --resume"
+            ) from error
+        yield name
 
-    def process(self, element) -> Iterator[ShardResult]:
-        (split, index), refs = element
-        refs = sorted((r for r in refs if r is not None), key=lambda r: (r.key, r.name))
-        num_shards = self._options.num_shards[split]
-        final = posixpath.join(self._options.output_dir, shards.shard_name(split, index, num_shards))
-        temp = f"{final}.tmp-{uuid.uuid4().hex}"
-        data_by_name, rejected = _read_all(refs)
-        counter = lambda name: Metrics.counter(METRICS_NAMESPACE, f"{split}/{name}")  # noqa: E731
-        class_counts: dict[str, int] = collections.Counter()
-        conversions: dict[str, int] = collections.Counter()
+    def _rows(self, split: str, shard_index: int, layout: SplitLayout) -> list[tuple[str, Unit, index.Entry]]:
+        """This shard's images, in shard order: (identity, unit, entry)."""
+        chosen = []
+        for unit, position, count, start in zip(layout.units, layout.positions, layout.counts, layout.starts):
+            first = (shard_index - start) % layout.num_shards
+            if first >= count:
+                continue
+            unit_index = index.read(self._scratch.index_path(split, position))
+            for row in range(first, count, layout.num_shards):
+                entry = unit_index.entry(row)
+                chosen.append((unit.image_path(entry.inside), unit, entry))
+        chosen.sort(key=lambda c: (c[2].key, c[0]))
+        return chosen
+
+    def _write(self, temp: str, split: str, chosen, data: Mapping[int, bytes], rejected: list) -> dict:
+        class_counts, conversions = collections.Counter(), collections.Counter()
         num_bytes = 0
-        with FileSystems.create(temp, compression_type=RAW) as out:
-            for ref in refs:
-                if ref.name not in data_by_name:
+        with files.open_write(temp) as out:
+            for number, (identity, unit, entry) in enumerate(chosen):
+                if number not in data:
                     continue
                 result = images.normalise_image(
-                    data_by_name[ref.name],
+                    data.pop(number),
                     validate=self._options.validate,
                     resize_max_side=self._options.resize_max_side,
                     max_pixels=self._options.max_pixels,
                 )
                 if isinstance(result, images.Rejected):
-                    rejected.append((split, _source(ref), result.reason))
+                    rejected.append((split, _entry_source(unit, entry), result.reason))
                     continue
-                label = self._synsets.label_of(ref.wnid)
-                record = features.ImageRecord(
-                    encoded=result.jpeg,
-                    filename=ref.name,
-                    height=result.height,
-                    width=result.width,
-                    label=label,
-                    synset=ref.wnid,
-                    text=self._synsets.text_of(label),
-                    channels=result.channels,
-                    colorspace=result.colorspace,
-                    boxes=ref.boxes,
-                )
-                framed = tfrecord.frame(features.serialize(record))
+                framed = tfrecord.frame(features.serialize(self._record(identity, entry, result)))
                 out.write(framed)
                 num_bytes += len(framed)
-                class_counts[ref.wnid] += 1
+                class_counts[self._table.synset_of(entry.label)] += 1
                 if result.conversion:
                     conversions[result.conversion] += 1
-        FileSystems.rename([temp], [final])
-        written = sum(class_counts.values())
-        counter("images_written").inc(written)
-        counter("images_rejected").inc(len(rejected))
-        counter("images_converted").inc(sum(conversions.values()))
-        counter("bytes_written").inc(num_bytes)
-        self._written += written
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        logging.info(
-            "wrote %s: %d images, %d rejected (this worker: %d images, %.0f images/s)",
-            posixpath.basename(final),
-            written,
-            len(rejected),
-            self._written,
-            self._written / elapsed,
+        return {
+            "num_examples": sum(class_counts.values()),
+            "num_bytes": num_bytes,
+            "class_counts": class_counts,
+            "conversions": conversions,
+            "rejected": sorted(rejected),
+        }
+
+    def _record(self, identity: str, entry: index.Entry, image: images.NormalisedImage) -> features.ImageRecord:
+        return features.ImageRecord(
+            encoded=image.jpeg,
+            filename=identity if self._filename_is_path else posixpath.basename(identity),
+            height=image.height,
+            width=image.width,
+            label=entry.label,
+            synset=self._table.synset_of(entry.label),
+            text=self._table.text_of(entry.label),
+            channels=image.channels,
+            colorspace=image.colorspace,
+            boxes=entry.boxes,
         )
-        yield ShardResult(split, index, written, num_bytes, dict(class_counts), dict(conversions), tuple(rejected))
 
 
-def _source(ref: ImageRef) -> str:
-    return ref.path if ref.offset < 0 else f"{ref.path}:{ref.name}"
-
-
-def _read_all(refs: list[ImageRef]) -> tuple[dict[str, bytes], list[tuple[str, str, str]]]:
-    """Reads a shard's images, each source file opened once, in byte order."""
-    data: dict[str, bytes] = {}
-    rejected = []
-    by_path = collections.defaultdict(list)
-    for ref in refs:
-        by_path[ref.path].append(ref)
-    for path, group in by_path.items():
+def _read_images(chosen: Sequence[tuple[str, Unit, index.Entry]]) -> tuple[dict[int, bytes], list]:
+    """A shard's image bytes by position in `chosen`: each source file opened once, read in byte order."""
+    by_source = collections.defaultdict(list)
+    for number, (_, unit, entry) in enumerate(chosen):
+        source = unit.path if entry.offset >= 0 else files.join(unit.path, entry.inside)
+        by_source[source].append((entry.offset, number))
+    data, rejected = {}, []
+    for source, wanted in by_source.items():
         try:
-            with FileSystems.open(path, compression_type=RAW) as f:
-                for ref in sorted(group, key=lambda r: r.offset):
-                    data[ref.name] = f.read() if ref.offset < 0 else tars.read_range(f, ref.offset, ref.size)
+            with files.open_read(source) as f:
+                for offset, number in sorted(wanted):
+                    entry = chosen[number][2]
+                    data[number] = f.read() if offset < 0 else tars.read_range(f, offset, entry.size)
         except OSError as error:
-            for ref in group:
-                if ref.name not in data:
-                    rejected.append((ref.split, _source(ref), f"unreadable: {error}"))
+            for _, number in wanted:
+                if number not in data:
+                    _, unit, entry = chosen[number]
+                    rejected.append((unit.split, _entry_source(unit, entry), f"unreadable: {error}"))
     return data, rejected
 
 
-# --- metadata -----------------------------------------------------------------------
+def write_pipeline(root: beam.Pipeline, todo: Sequence[tuple[str, int]], shard_writer: WriteShard) -> None:
+    _ = (
+        root
+        | "Shards" >> beam.Create(list(todo))
+        | "SpreadShards" >> beam.Reshuffle()
+        | "WriteShards" >> beam.ParDo(shard_writer)
+    )
 
 
-class WriteMetadata(beam.DoFn):
-    """Runs once, over every ShardResult: manifest.json, rejected.tsv, synsets.tsv."""
+def shards_to_write(output_dir: str, scratch: Scratch, num_shards: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Every shard that is not finished: a finished one has its final file and its result."""
+    done_shards = set(files.match(output_dir, "*-?????-of-?????"))
+    done_results = set(files.match(files.join(scratch.root, "shards"), "*.json"))
+    todo = []
+    for split, count in sorted(num_shards.items()):
+        for shard_index in range(count):
+            name = shards.shard_name(split, shard_index, count)
+            if not (name in done_shards and f"{name}.json" in done_results):
+                todo.append((split, shard_index))
+    return todo
 
-    def __init__(self, plan: Plan, options: BuildOptions, build_options: Mapping):
-        self._plan, self._options, self._build_options = plan, options, build_options
 
-    def process(self, _, results: list[ShardResult], annotation_rejections: list[tuple[str, str, str]]):
-        by_split = collections.defaultdict(list)
-        for result in results:
-            by_split[result.split].append(result)
-        splits = {}
-        image_rejections = []
-        for split, split_results in sorted(by_split.items()):
-            split_results.sort(key=lambda r: r.index)
-            rejected = sorted(row for r in split_results for row in r.rejected)
-            image_rejections += rejected
-            splits[split] = manifest.SplitStats(
-                num_examples=sum(r.num_examples for r in split_results),
-                num_shards=len(split_results),
-                shard_counts=tuple(r.num_examples for r in split_results),
-                class_counts=dict(sorted(_add(r.class_counts for r in split_results).items())),
-                num_rejected=len(rejected),
-                conversions=dict(sorted(_add(r.conversions for r in split_results).items())),
-            )
-        built = manifest.Manifest(
-            num_classes=len(self._plan.synsets),
-            splits=splits,
-            num_rejected=len(image_rejections),
-            num_annotations_rejected=len(annotation_rejections),
-            options=dict(self._build_options),
-            source={
-                "layout": self._plan.layout,
-                "input_dir": self._plan.input_dir,
-                "files": dict(self._plan.fingerprint),
-            },
+# --- 4. metadata ----------------------------------------------------------------------
+
+
+def write_metadata(
+    plan: Plan, options: BuildOptions, output_dir: str, summaries: list[dict], num_shards: Mapping[str, int]
+) -> manifest.Manifest:
+    """manifest.json, rejected.tsv and synsets.tsv from the units' summaries and the shards' results."""
+    scratch = Scratch(output_dir)
+    splits, image_rejections = {}, []
+    for split, count in sorted(num_shards.items()):
+        results = [_read_result(scratch, shards.shard_name(split, i, count)) for i in range(count)]
+        split_summaries = [s for s in summaries if s["split"] == split]
+        rejected = sorted(
+            [tuple(r) for s in split_summaries for r in s["rejected"]]
+            + [tuple(r) for r in results for r in r["rejected"]]
         )
-        output_dir = self._options.output_dir
-        self._plan.synsets.write_tsv(posixpath.join(output_dir, manifest.SYNSETS_NAME))
-        manifest.write_rejected(output_dir, image_rejections + sorted(annotation_rejections))
-        manifest.write_manifest(output_dir, built)
-        yield built
+        image_rejections += rejected
+        splits[split] = manifest.SplitStats(
+            num_examples=sum(r["num_examples"] for r in results),
+            num_shards=count,
+            shard_counts=tuple(r["num_examples"] for r in results),
+            class_counts=dict(sorted(_add(r["class_counts"] for r in results).items())),
+            num_rejected=len(rejected),
+            conversions=dict(sorted(_add(r["conversions"] for r in results).items())),
+            shard_bytes=tuple(r["num_bytes"] for r in results),
+            skipped=dict(sorted(_add({k: v[0] for k, v in s["skipped"].items()} for s in split_summaries).items())),
+        )
+    box_rejections = sorted(("boxes", origin, reason) for s in summaries for origin, reason in s["box_rejected"])
+    built = manifest.Manifest(
+        num_classes=len(plan.synsets),
+        splits=splits,
+        num_rejected=len(image_rejections),
+        num_annotations_rejected=len(box_rejections),
+        options=options.to_json(),
+        source={"layout": plan.layout, "input_dir": plan.input_dir, "files": dict(plan.fingerprint)},
+    )
+    plan.synsets.write_tsv(files.join(output_dir, manifest.SYNSETS_NAME))
+    manifest.write_rejected(output_dir, image_rejections + box_rejections)
+    manifest.write_manifest(output_dir, built)
+    return built
+
+
+def _read_result(scratch: Scratch, shard: str) -> dict:
+    return json.loads(files.read_text(scratch.result_path(shard)))
 
 
 def _add(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
@@ -338,119 +506,3 @@ def _add(counters: Iterable[Mapping[str, int]]) -> dict[str, int]:
     for counter in counters:
         total.update(counter)
     return dict(total)
-
-
-# --- the graph ----------------------------------------------------------------------
-
-
-def build_pipeline(root: beam.Pipeline, plan: Plan, options: BuildOptions, build_options: Mapping) -> None:
-    splits = sorted(plan.units)
-    units = [u for split in splits for u in plan.units[split]]
-    indexed = (
-        root
-        | "Units" >> beam.Create(units)
-        | "SpreadUnits" >> beam.Reshuffle()
-        | "Index" >> beam.ParDo(IndexUnit(plan.val_labels, options.seed))
-    )
-    unit_sizes = indexed | "UnitSizes" >> beam.Map(lambda x: ((x[0], x[1]), len(x[2])))
-    assigned = indexed | "Assign" >> beam.ParDo(
-        AssignShards(options.num_shards), unit_sizes=beam.pvalue.AsDict(unit_sizes)
-    )
-
-    if plan.boxes:
-        read = (
-            root
-            | "BoxSource" >> beam.Create([plan.boxes])
-            | "ReadBoxes" >> beam.ParDo(ReadBoxes()).with_outputs(ReadBoxes.REJECTED, main="boxes")
-        )
-        by_image = assigned | "KeyByImage" >> beam.Map(lambda kv: ((kv[1].split, boxes_lib.image_key(kv[1].name)), kv))
-        assigned = (
-            {"refs": by_image, "boxes": read.boxes}
-            | "JoinBoxes" >> beam.CoGroupByKey()
-            | "AttachBoxes" >> beam.FlatMap(_attach_boxes)
-        )
-        annotation_rejections = read[ReadBoxes.REJECTED]
-    else:
-        annotation_rejections = root | "NoBoxes" >> beam.Create([])
-
-    every_shard = root | "AllShards" >> beam.Create(
-        [((split, i), None) for split in splits for i in range(options.num_shards[split])]
-    )
-    results = (
-        (assigned, every_shard)
-        | "Merge" >> beam.Flatten()
-        | "GroupByShard" >> beam.GroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShard(plan.synsets, options))
-    )
-    (
-        root
-        | "Finish" >> beam.Create([None])
-        | "WriteMetadata"
-        >> beam.ParDo(
-            WriteMetadata(plan, options, build_options),
-            results=beam.pvalue.AsList(results),
-            annotation_rejections=beam.pvalue.AsList(annotation_rejections),
-        )
-    )
-
-
-def prepare_output(output_dir: str, overwrite: bool) -> None:
-    """Refuses to mix two builds in one directory: readers glob every shard there."""
-    patterns = [posixpath.join(output_dir, shards.shard_pattern(s)) for s in shards.SPLITS]
-    patterns.append(posixpath.join(output_dir, manifest.MANIFEST_NAME))
-    existing = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already holds records ({len(existing)} files); pass --overwrite to replace "
-            "them, or choose another --output_dir"
-        )
-    if existing:
-        FileSystems.delete(existing)
-    if not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)
-
-
-def run(
-    plan: Plan, options: BuildOptions, recorded_options: Mapping, pipeline_options
-) -> beam.runners.runner.PipelineResult:
-    """Builds and runs the job to completion; returns Beam's result (metrics)."""
-    root = beam.Pipeline(options=pipeline_options)
-    build_pipeline(root, plan, options, recorded_options)
-    with _ShardProgress(options):
-        result = root.run()
-        result.wait_until_finish()
-    return result
-
-
-class _ShardProgress(threading.Thread):
-    """Logs finished shards / total and an ETA while the job runs.
-
-    Watching the output directory works the same for every runner and needs
-    nothing from the workers (whose logs the local runner buries).
-    """
-
-    def __init__(self, options: BuildOptions, every_secs: float = 10.0):
-        super().__init__(daemon=True)
-        self._options, self._every = options, every_secs
-        self._done = threading.Event()
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._done.set()
-        self.join()
-
-    def run(self):
-        total = sum(self._options.num_shards.values())
-        patterns = [posixpath.join(self._options.output_dir, shards.shard_pattern(s)) for s in self._options.num_shards]
-        started = time.monotonic()
-        while not self._done.wait(self._every):
-            try:
-                finished = sum(len(r.metadata_list) for r in FileSystems.match(patterns))
-            except Exception:  # progress is best effort; the job's own errors matter
-                continue
-            elapsed = time.monotonic() - started
-            eta = f", about {elapsed * (total - finished) / finished:.0f}s left" if finished else ""
-            logging.info("progress: %d/%d shards written after %.0fs%s", finished, total, elapsed, eta)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import posixpath
 import tarfile
-from collections.abc import Iterator
 from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
@@ -61,29 +59,55 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def _members(file: BinaryIO, start: int, size: int, origin: str) -> Iterator[Member]:
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """The regular files of a tar, and whether the archive is whole.
+
+    A tar ends with zero-filled blocks (the end-of-archive marker). An archive
+    cut short by an interrupted download or copy has none, even when the cut
+    falls exactly between two members, and tarfile reads such an archive
+    without complaint: this is the only sign that members are missing.
+    """
+
+    members: tuple[Member, ...]
+    complete: bool
+
+
+def _list(file: BinaryIO, start: int, size: int, origin: str) -> Listing:
     window = _Window(file, start, size)
+    members = []
     try:
         # 'r:' (not 'r|') keeps tarfile in seek mode: it jumps over member data.
-        with tarfile.open(fileobj=window, mode="r:") as archive:
-            for info in archive:
-                if info.isfile():
-                    yield Member(info.name, start + info.offset_data, info.size)
+        archive = tarfile.open(fileobj=window, mode="r:")
     except tarfile.TarError as error:
         raise ValueError(f"{origin}: not a readable tar archive ({error}); re-download it or check the path") from error
+    cut_mid_member = False
+    with archive:
+        try:
+            for info in archive:
+                if info.isfile():
+                    members.append(Member(info.name, start + info.offset_data, info.size))
+        except tarfile.ReadError:  # "unexpected end of data": the file ends inside a member
+            cut_mid_member = True
+        end = archive.offset  # where reading stopped: the marker, or the end of what is there
+    window.seek(end)
+    marker = window.read(tarfile.BLOCKSIZE)
+    last_data_end = max((m.offset - start + m.size for m in members), default=0)
+    complete = not cut_mid_member and marker == bytes(tarfile.BLOCKSIZE) and last_data_end <= size
+    return Listing(tuple(members), complete)
 
 
-def list_members(path: str) -> list[Member]:
+def list_members(path: str) -> Listing:
     """Regular files of the tar at `path` (headers only)."""
     with FileSystems.open(path, compression_type="uncompressed") as file:
         size = file.seek(0, io.SEEK_END)
-        return list(_members(file, 0, size, path))
+        return _list(file, 0, size, path)
 
 
-def list_nested_members(path: str, outer: Member) -> list[Member]:
+def list_nested_members(path: str, outer: Member) -> Listing:
     """Regular files of a tar stored as member `outer` of the tar at `path`."""
     with FileSystems.open(path, compression_type="uncompressed") as file:
-        return list(_members(file, outer.offset, outer.size, f"{path}:{outer.name}"))
+        return _list(file, outer.offset, outer.size, f"{path}:{outer.name}")
 
 
 def read_range(file: BinaryIO, offset: int, size: int) -> bytes:
@@ -92,7 +116,3 @@ def read_range(file: BinaryIO, offset: int, size: int) -> bytes:
     if len(data) != size:
         raise OSError(f"short read: wanted {size} bytes at offset {offset}, got {len(data)}")
     return data
-
-
-def base_name(member_name: str) -> str:
-    return posixpath.basename(member_name)

@@ -40,8 +40,10 @@ def open_read(path: str) -> BinaryIO:
 
 
 def open_write(path: str) -> BinaryIO:
+    """A new file (replacing any); local parent directories are created as needed."""
     if is_remote(path):
         return _beam().create(path, compression_type="uncompressed")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return open(path, "wb")
 
 

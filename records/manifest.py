@@ -33,6 +33,7 @@ class SplitStats:
     # Bytes of each shard file, by shard index: a shard cut short (even at a record
     # boundary) is found by one stat, without reading it. Empty in format 1 manifests.
     shard_bytes: tuple[int, ...] = ()
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files not built: hidden, not an image...
 
 
 @dataclasses.dataclass(frozen=True)

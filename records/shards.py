@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 SPLITS = ("train", "validation")
 DEFAULT_NUM_SHARDS = {"train": 1024, "validation": 128}
+# A split smaller than ImageNet gets one shard per this many images: readers still
+# interleave several shards, and no shard is tiny.
+MIN_IMAGES_PER_AUTO_SHARD = 256
 _SHARD_RE = re.compile(r"^(?P<split>[a-z]+)-(?P<index>\d{5})-of-(?P<total>\d{5})$")
 
 
@@ -30,3 +34,8 @@ def parse_shard_name(name: str) -> tuple[str, int, int] | None:
     if not match:
         return None
     return match["split"], int(match["index"]), int(match["total"])
+
+
+def auto_num_shards(split: str, num_images: int) -> int:
+    """ImageNet's 1024 / 128, or fewer for a smaller split."""
+    return min(DEFAULT_NUM_SHARDS[split], max(1, math.ceil(num_images / MIN_IMAGES_PER_AUTO_SHARD)))

@@ -183,7 +183,7 @@ class SynsetTable:
 
     @classmethod
     def read_tsv(cls, path: str) -> SynsetTable:
-        return cls.from_tsv(_read_text(path), source=path)
+        return cls.from_tsv(read_text_file(path), source=path)
 
 
 def parse_class_list(text: str, *, source: str = "class list") -> tuple[list[str], dict[str, str]]:
@@ -507,7 +507,7 @@ def parse_validation_ground_truth(
 
 
 def read_validation_ground_truth(path: str, table: SynsetTable) -> list[str]:
-    return parse_validation_ground_truth(_read_text(path), table, source=path)
+    return parse_validation_ground_truth(read_text_file(path), table, source=path)
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -539,5 +539,6 @@ def _read_bytes(path: str) -> bytes:
     return files.read_bytes(path)
 
 
-def _read_text(path: str) -> str:
+def read_text_file(path: str) -> str:
+    """A UTF-8 text file (local or gs://); SynsetFileError naming the file when it is missing or not text."""
     return _decode(_read_bytes(path), path)

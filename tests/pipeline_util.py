@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import glob
+import io
 import os
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
-from pipeline import build, layouts
-from records import features, tfrecord
+from pipeline import job
+from pipeline.console import Console
+from pipeline.options import BuildOptions
+from records import features, manifest, tfrecord
 
 IN_PROCESS = ("--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1")
 
@@ -20,20 +21,21 @@ def build_records(
     beam_args=IN_PROCESS,
     train_shards=3,
     validation_shards=2,
-    seed=0,
-    validate="decode",
-    **plan_args,
-):
-    """Plans and runs the records job like `python -m pipeline` does; returns the Beam result."""
-    plan = layouts.plan(str(input_dir), **plan_args)
-    options = build.BuildOptions(
-        output_dir=str(output_dir),
-        num_shards={s: {"train": train_shards, "validation": validation_shards}[s] for s in plan.units},
-        seed=seed,
-        validate=validate,
+    overwrite=True,
+    resume=False,
+    console=None,
+    **options,
+) -> manifest.Manifest:
+    """Runs the records job as `python -m pipeline` does (BuildOptions fields as keywords); returns the manifest."""
+    request = job.Request(
+        str(input_dir),
+        str(output_dir),
+        BuildOptions(num_shards={"train": train_shards, "validation": validation_shards}, **options),
+        tuple(beam_args),
+        overwrite=overwrite,
+        resume=resume,
     )
-    build.prepare_output(str(output_dir), overwrite=True)
-    return build.run(plan, options, {"seed": seed, "validate": validate}, PipelineOptions(list(beam_args)))
+    return job.run(request, console or Console(io.StringIO(), io.StringIO()))
 
 
 def read_split(records_dir, split: str) -> dict[str, list[features.ImageRecord]]:

@@ -117,11 +117,20 @@ def test_flipped_byte_names_shard_and_record(copy):
 def test_truncated_shard_names_the_first_lost_record(copy, cut, expected):
     path = copy / "train-00002-of-00003"
     offset, length = frame_spans(path)[3]
-    path.write_bytes(path.read_bytes()[: cut(offset, length)])
+    data_before = path.read_bytes()
+    path.write_bytes(data_before[: cut(offset, length)])
     report = verify.verify(str(copy), workers=1)
-    assert [p for p in report.problems if "train-00002-of-00003" in p] == [
-        f"train-00002-of-00003 {expected}; the rest of the shard cannot be read: rebuild this shard"
-    ]
+    size, record = [p for p in report.problems if "train-00002-of-00003" in p]
+    assert size.startswith(f"{path}: {cut(offset, length):,} bytes, but {len(data_before):,} were written")
+    assert record == f"train-00002-of-00003 {expected}; the rest of the shard cannot be read: rebuild this shard"
+
+
+def test_shard_cut_at_a_record_boundary_is_found_by_its_size(copy):
+    path = copy / "validation-00001-of-00002"
+    offset, _ = frame_spans(path)[-1]
+    path.write_bytes(path.read_bytes()[:offset])  # every record left is whole: only the size tells
+    report = verify.verify(str(copy), workers=1)
+    assert any(p.startswith(f"{path}: {offset:,} bytes, but") and "cut short" in p for p in report.problems)
 
 
 def test_manifest_count_mismatch_names_the_shard(copy, built):
@@ -218,7 +227,7 @@ def test_records_with_valid_crc_but_wrong_content(copy, built):
     assert any(p.startswith("validation: records per class disagree") for p in report.problems)
 
     capped = verify.verify(str(copy), workers=1, max_problems_per_shard=2)
-    assert [p for p in capped.problems if "validation-00000-of-00002" in p][2:] == [
+    assert [p for p in capped.problems if p.startswith("validation-00000-of-00002")][2:] == [
         "validation-00000-of-00002: 4 more bad records not listed"
     ]
 
@@ -263,7 +272,7 @@ def test_cli_exit_codes(copy, tmp_path):
     damaged = _cli("verify", copy, "--workers=1")
     assert damaged.returncode == 1, damaged.stderr
     assert f"train-00001-of-00003 record {last}: truncated data (file cut short)" in damaged.stdout
-    assert "FAILED: 1 problems" in damaged.stdout
+    assert "FAILED: 2 problems" in damaged.stdout  # its size, and the record the cut fell in
 
     nothing = _cli("verify", tmp_path / "empty")
     assert nothing.returncode == 2

@@ -71,9 +71,15 @@ def test_an_image_record_parses_with_the_one_parse_spec():
     from records import parsing
 
     record = features.ImageRecord(
-        encoded=b"\xff\xd8jpeg", filename="red rose/IMG_0001.jpg", height=3, width=4, label=2,
-        synset="red rose", text="red rose", boxes=((0.125, 0.25, 0.5, 0.75),),
-    )  # fmt: skip
+        encoded=b"\xff\xd8jpeg",
+        filename="red rose/IMG_0001.jpg",
+        height=3,
+        width=4,
+        label=2,
+        synset="red rose",
+        text="red rose",
+        boxes=((0.125, 0.25, 0.5, 0.75),),
+    )
     parsed = parsing.parse_example(tf.constant(features.serialize(record)))
     assert parsed[features.FILENAME].numpy().decode() == "red rose/IMG_0001.jpg"
     assert parsed[features.SYNSET].numpy().decode() == "red rose"
