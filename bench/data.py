@@ -23,13 +23,13 @@ import tarfile
 import numpy as np
 from absl import logging
 
-from pipeline import sample
+from pipeline import pictures, sample
 
 FORMAT_VERSION = 2  # bump when the generated files change, to invalidate caches
 MARKER = "bench_dataset.json"
 SIDE_RANGE = (300, 501)  # pixels, each side: ImageNet's typical size
 # Flickr-era photos are saved at high quality: real ImageNet averages ~110 KB a JPEG.
-# sample.encode's 65-95 is for variety in tests; here bytes per image should be realistic.
+# pictures.encode's 65-95 is for variety in tests; here bytes per image should be realistic.
 QUALITY_RANGE = (85, 96)
 
 
@@ -94,18 +94,18 @@ def ensure_dataset(
 
 
 def jpeg_pool(num_classes: int, per_class: int, seed: int) -> dict[int, list[bytes]]:
-    """label -> baseline JPEGs of that class (sample.py's pictures, 300-500 px a side, quality 85-95)."""
+    """label -> baseline JPEGs of that class (pipeline/pictures.py's pictures, 300-500 px a side, quality 85-95)."""
     pool: dict[int, list[bytes]] = {}
     for label in range(1, num_classes + 1):
-        pictures = []
+        encoded = []
         for index in range(per_class):
             rng = np.random.default_rng([seed, label, index])
             width, height = (int(rng.integers(*SIDE_RANGE)) for _ in range(2))
-            image, _ = sample.draw_picture(label, num_classes, width, height, rng)
+            image, _ = pictures.draw_picture(label, num_classes, width, height, rng)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=int(rng.integers(*QUALITY_RANGE)))
-            pictures.append(buffer.getvalue())
-        pool[label] = pictures
+            encoded.append(buffer.getvalue())
+        pool[label] = encoded
     return pool
 
 

@@ -51,7 +51,7 @@ _QUALITY_RANGE = (85, 96)
 
 def _write_images(directory: str, count: int) -> list[str]:
     """ImageNet-sized JPEGs drawn like the sample's (cached: drawing costs more than predicting)."""
-    from pipeline import sample
+    from pipeline import pictures
 
     os.makedirs(directory, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -61,7 +61,7 @@ def _write_images(directory: str, count: int) -> list[str]:
         width, height = (int(v) for v in rng.integers(*_SIDE_RANGE, size=2))
         quality = int(rng.integers(*_QUALITY_RANGE))
         if not os.path.exists(path):
-            picture, _ = sample.draw_picture(index % 10 + 1, 10, width, height, rng)
+            picture, _ = pictures.draw_picture(index % 10 + 1, 10, width, height, rng)
             out = io.BytesIO()
             picture.save(out, "JPEG", quality=quality)
             with open(path + ".tmp", "wb") as f:

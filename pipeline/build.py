@@ -129,7 +129,7 @@ class IndexUnit(beam.DoFn):
             **summary,
             "count": len(entries),
             "class_counts": dict(collections.Counter(table.synset_of(e.label) for e in entries)),
-            "skipped": {r: [n, skipped.examples[r]] for r, n in sorted(skipped.counts.items())},
+            "skipped": _skipped_once(unit, skipped),
             "rejected": rejected,
             "box_rejected": box_rejected,
         }
@@ -184,6 +184,13 @@ def _images_of(unit: Unit, listing: list[index.Entry], skipped: _Skipped) -> lis
                 skipped.add("duplicate", where)
             by_path[entry.inside] = entry
     return list(by_path.values())
+
+
+def _skipped_once(unit: Unit, skipped: _Skipped) -> dict[str, list]:
+    """reason -> [count, example]; a folder that a held-out twin lists again counts once, in train."""
+    if unit.holdout and unit.holdout.take == "validation":
+        return {}
+    return {reason: [count, skipped.examples[reason]] for reason, count in sorted(skipped.counts.items())}
 
 
 def _apply_holdout(unit: Unit, entries: list[index.Entry]) -> list[index.Entry]:

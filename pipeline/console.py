@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TextIO
 
@@ -79,21 +80,19 @@ class Console:
     def progress(
         self, description: str, total: int, unit: str, poll: Callable[[], int], every_secs: float = 0.5
     ) -> Iterator[None]:
-        """A live bar while the block runs, advanced by what `poll()` reports done so far.
+        """A live bar while the block runs, advanced by what `poll()` reports done so far; on a
+        console that is not a terminal (a log, CI), one line when the block ends.
 
         Polling the output (files appearing) rather than counting in the
         workers works the same for every runner, Dataflow included.
         """
-        bar = tqdm(
-            total=total,
-            desc=description,
-            unit=unit,
-            file=self.err,
-            dynamic_ncols=True,
-            leave=True,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit} "
-            "[{elapsed}<{remaining}, {rate_fmt}]",
-        )
+        started = time.monotonic()
+        if not self.err.isatty():
+            yield
+            seconds = time.monotonic() - started
+            self.line(f"{description}: {total:,} {unit} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} {unit}/s)")
+            return
+        bar = tqdm(total=total, desc=description, unit=f" {unit}", file=self.err, dynamic_ncols=True)
         done = threading.Event()
 
         def watch() -> None:

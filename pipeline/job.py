@@ -49,16 +49,18 @@ def run(request: Request, console: Console) -> manifest.Manifest:
     key = _build_key(plan, request.options)
     if prepare_output(request.output_dir, scratch, key, overwrite=request.overwrite, resume=request.resume):
         console.line(f"resuming the unfinished build in {request.output_dir}")
+    _describe_input(console, plan)
     for warning in plan.warnings:
         console.warn(warning)
     if not files.exists(scratch.units_path):
         _index(plan, request, scratch, console)
     summaries = build.read_summaries(scratch)
-    for warning in build.check_summaries(plan, request.options, summaries) + _skipped_warnings(summaries):
-        console.warn(warning)
+    warnings = build.check_summaries(plan, request.options, summaries) + _skipped_warnings(summaries)
     counts = build.split_counts(summaries)
     num_shards = build.shard_counts(request.options, counts)
-    _header(console, plan, counts, num_shards, request.output_dir)
+    _describe_output(console, counts, num_shards, request.output_dir)
+    for warning in warnings:
+        console.warn(warning)
     _write(plan, request, scratch, summaries, counts, num_shards, console)
     built = build.write_metadata(plan, request.options, request.output_dir, summaries, num_shards)
     files.remove_tree(scratch.root)
@@ -205,23 +207,31 @@ def _remove_temporaries(output_dir: str, scratch: build.Scratch) -> None:
 # --- what the person sees ------------------------------------------------------------
 
 
+_SKIPPED = {
+    "hidden": "hidden files (names starting with '.')",
+    "not an image": f"files without an image extension ({' '.join(layouts.IMAGE_EXTENSIONS)})",
+    "duplicate": "duplicate tar members (the later copy was kept)",
+}
+
+
 def _skipped_warnings(summaries: list[dict]) -> list[str]:
     totals: dict[str, list] = {}
     for s in summaries:
         for reason, (count, example) in s["skipped"].items():
             total = totals.setdefault(reason, [0, example])
             total[0] += count
-    return [
-        f"skipped {count:,} files ({reason}), e.g. {example}" for reason, (count, example) in sorted(totals.items())
-    ]
+    return [f"skipped {n:,} {_SKIPPED[reason]}, e.g. {example}" for reason, (n, example) in sorted(totals.items())]
 
 
-def _header(
-    console: Console, plan: layouts.Plan, counts: Mapping[str, int], num_shards: Mapping[str, int], output_dir: str
+def _describe_input(console: Console, plan: layouts.Plan) -> None:
+    console.line(f"input    {plan.input_dir} ({layouts.LAYOUT_NAMES[plan.layout]})")
+    console.line(f"classes  {len(plan.synsets):,}")
+
+
+def _describe_output(
+    console: Console, counts: Mapping[str, int], num_shards: Mapping[str, int], output_dir: str
 ) -> None:
     splits = sorted(counts, key=shards.SPLITS.index)
-    console.line(f"input    {plan.input_dir}  ({layouts.LAYOUT_NAMES[plan.layout]})")
-    console.line(f"classes  {len(plan.synsets):,}")
     console.line("images   " + ", ".join(f"{split} {counts[split]:,}" for split in splits))
     console.line("shards   " + ", ".join(f"{split} {num_shards[split]:,}" for split in splits) + f" -> {output_dir}")
     if console.log_path:

@@ -64,7 +64,7 @@ LAYOUT_NAMES = {
     "ilsvrc2012-tars": "ILSVRC2012 distribution tars",
     "folders": "extracted ImageNet folders",
     "kaggle": "Kaggle ImageNet layout",
-    "imagefolder": "image folders (train/<class>/...)",
+    "imagefolder": "image folders, train/<class>/...",
 }
 
 

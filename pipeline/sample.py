@@ -1,33 +1,33 @@
 """Generates a small, realistic ImageNet look-alike: the fixture of every test and of the demo.
 
-The same pictures are written in the three layouts the pipeline reads (the original
+The same pictures are written in the three ImageNet layouts the pipeline reads (the original
 ILSVRC2012 tarballs, extracted folders, Kaggle's localisation-challenge tree), with
 the quirks real ImageNet has (CMYK, a PNG named .JPEG, grayscale, progressive,
 messy boxes, malformed XML) and hostile files it must survive (truncated, empty,
 text, decompression bomb). The ground truth goes to truth.json, computed from what
 was drawn, so tests can compare the pipeline's output against something independent
-of the reader code.
+of the reader code. Beside them, imagefolder/ holds a user's own classes
+(pipeline/sample_folders.py).
 
     python -m pipeline.sample --output_dir=data/sample
 """
 
 from __future__ import annotations
 
-import colorsys
+import dataclasses
 import gzip
 import io
 import json
 import math
 import os
 import shutil
-import struct
 import tarfile
-import zlib
-from typing import Any
 
 import numpy as np
 from absl import app, flags, logging
-from PIL import Image, ImageDraw
+
+from pipeline import sample_folders
+from pipeline.pictures import HOSTILE_KINDS, Box, draw_picture, encode
 
 # Real ILSVRC2012 classes (wnid, text exactly as in imagenet_metadata.txt, family,
 # a short gloss). Animals and artifacts alternate so that any prefix has both
@@ -72,20 +72,6 @@ EXTRA_METADATA_SYNSETS: tuple[tuple[str, str], ...] = (
     ("n09193705", "alp"),
 )
 
-# Shapes that, together with a class hue, make each class easy to tell apart.
-SHAPES: tuple[str, ...] = (
-    "disc",
-    "square",
-    "triangle",
-    "diamond",
-    "ring",
-    "cross",
-    "hbars",
-    "vbars",
-    "checker",
-    "star",
-)
-
 TRAIN_QUIRKS: tuple[str, ...] = (
     "cmyk",
     "png",
@@ -97,12 +83,10 @@ TRAIN_QUIRKS: tuple[str, ...] = (
     "bomb",
 )
 VAL_QUIRKS: tuple[str, ...] = ("cmyk", "png", "grayscale", "progressive", "truncated", "bomb")
-HOSTILE_KINDS = frozenset({"truncated", "empty", "text", "bomb"})
 BOX_QUIRKS: tuple[str, ...] = ("reversed", "out_of_bounds", "empty_box", "junk_filename", "malformed")
 
 # The Shetland sheepdog PNG-in-disguise that real ImageNet ships.
 PNG_DISGUISE_WNID, PNG_DISGUISE_NUMBER = "n02105855", 2933
-BOMB_SIZE = (20000, 15000)
 TAR_MTIME = 1335398400  # 2012-04-26, fixed so that archives are byte-identical per seed
 MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Apr 26 00:00:00 2012"
 
@@ -115,179 +99,13 @@ VAL_LABELS_TXT = "ILSVRC2012_validation_labels.txt"
 METADATA_TXT = "imagenet_metadata.txt"
 KAGGLE_DATA = "ILSVRC/Data/CLS-LOC"
 KAGGLE_ANNOTATIONS = "ILSVRC/Annotations/CLS-LOC"
-LAYOUT_DIRS = ("tars", "folders", "kaggle")
+LAYOUT_DIRS = ("tars", "folders", "kaggle", sample_folders.DIR_NAME)
 TRUTH_JSON = "truth.json"
-
-Box = tuple[int, int, int, int]
 
 
 def val_name(index: int) -> str:
     """ImageNet's 1-based, 8-digit validation file name."""
     return f"ILSVRC2012_val_{index:08d}.JPEG"
-
-
-# --------------------------------------------------------------------------- pictures
-
-
-def _class_colour(label: int, num_classes: int, rng: np.random.Generator) -> tuple[int, int, int]:
-    """Hues evenly spread over the classes present, so neighbours stay far apart."""
-    hue = ((label - 1) / num_classes + rng.uniform(-0.015, 0.015)) % 1.0
-    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.75, 1.0))
-    return tuple(int(round(c * 255)) for c in rgb)
-
-
-def _background(width: int, height: int, rng: np.random.Generator) -> Image.Image:
-    """A dull, noisy, cluttered background that carries no class signal."""
-    base = rng.uniform(70, 180) + rng.uniform(-15, 15, size=3)
-    ramp = np.linspace(-1.0, 1.0, width)[None, :, None] * rng.uniform(-25, 25)
-    noise = rng.normal(0.0, rng.uniform(8, 22), size=(height, width, 3))
-    pixels = np.clip(base + ramp + noise, 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, "RGB")
-    draw = ImageDraw.Draw(image)
-    for _ in range(int(rng.integers(1, 5))):
-        grey = int(rng.integers(40, 220))
-        tint = rng.integers(-12, 13, size=3)
-        fill = tuple(int(np.clip(grey + t, 0, 255)) for t in tint)
-        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
-        x1, y1 = x0 + int(rng.integers(10, width // 2)), y0 + int(rng.integers(10, height // 2))
-        if rng.random() < 0.5:
-            draw.ellipse((x0, y0, x1, y1), fill=fill)
-        else:
-            draw.rectangle((x0, y0, x1, y1), fill=fill)
-    return image
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: tuple[int, int, int]) -> Box:
-    """Draws one class object filling `box`; returns its pixel extent (the bounding box)."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    dark = tuple(c // 4 for c in colour)
-    if shape == "disc":
-        draw.ellipse(box, fill=colour)
-    elif shape == "square":
-        draw.rectangle(box, fill=colour)
-    elif shape == "triangle":
-        draw.polygon([(x0, y1), (x1, y1), (cx, y0)], fill=colour)
-    elif shape == "diamond":
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
-    elif shape == "ring":
-        draw.ellipse(box, outline=colour, width=max(3, min(w, h) // 5))
-    elif shape == "cross":
-        draw.rectangle((x0, cy - h / 6, x1, cy + h / 6), fill=colour)
-        draw.rectangle((cx - w / 6, y0, cx + w / 6, y1), fill=colour)
-    elif shape in ("hbars", "vbars"):
-        for band in range(0, 5, 2):  # bands 0, 2, 4 of 5: first and last touch the box edges
-            if shape == "hbars":
-                draw.rectangle((x0, y0 + band * h / 5, x1, y0 + (band + 1) * h / 5), fill=colour)
-            else:
-                draw.rectangle((x0 + band * w / 5, y0, x0 + (band + 1) * w / 5, y1), fill=colour)
-    elif shape == "checker":
-        draw.rectangle(box, fill=dark)
-        for row in range(4):
-            for col in range(row % 2, 4, 2):  # cells (0,0) and (3,3) are coloured: corners touched
-                draw.rectangle(
-                    (x0 + col * w / 4, y0 + row * h / 4, x0 + (col + 1) * w / 4, y0 + (row + 1) * h / 4), fill=colour
-                )
-    elif shape == "star":
-        points = []
-        for k in range(10):
-            radius = 0.5 if k % 2 == 0 else 0.2
-            angle = -math.pi / 2 + k * math.pi / 5
-            points.append((cx + radius * w * math.cos(angle), cy + radius * h * math.sin(angle)))
-        draw.polygon(points, fill=colour)
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        return (int(math.floor(min(xs))), int(math.floor(min(ys))), int(math.ceil(max(xs))), int(math.ceil(max(ys))))
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
-    return box
-
-
-def draw_picture(
-    label: int, num_classes: int, width: int, height: int, rng: np.random.Generator
-) -> tuple[Image.Image, list[Box]]:
-    """One RGB picture of class `label`: its colour and shape, 1 or 2 instances, random place and scale."""
-    image = _background(width, height, rng)
-    draw = ImageDraw.Draw(image)
-    shape = SHAPES[(label - 1) % len(SHAPES)]
-    boxes = []
-    instances = 2 if rng.random() < 0.25 else 1
-    for instance in range(instances):
-        short = min(width, height)
-        scale = rng.uniform(0.4, 0.8) if instance == 0 else rng.uniform(0.25, 0.4)
-        obj_w = max(12, int(short * scale * rng.uniform(0.85, 1.15)))
-        obj_h = max(12, int(short * scale * rng.uniform(0.85, 1.15)))
-        obj_w, obj_h = min(obj_w, width - 2), min(obj_h, height - 2)
-        x0 = int(rng.integers(1, width - obj_w))
-        y0 = int(rng.integers(1, height - obj_h))
-        colour = _class_colour(label, num_classes, rng)
-        boxes.append(_draw_shape(draw, shape, (x0, y0, x0 + obj_w, y0 + obj_h), colour))
-    return image, boxes
-
-
-# --------------------------------------------------------------------------- encodings
-
-
-def _jpeg_bytes(image: Image.Image, quality: int, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality, **options)
-    return buffer.getvalue()
-
-
-def _truncated_jpeg(image: Image.Image, quality: int) -> bytes:
-    """A JPEG cut mid-scan: the header parses, decoding the pixels fails."""
-    data = _jpeg_bytes(image, quality)
-    scan_start = data.index(b"\xff\xda")
-    return data[: scan_start + (len(data) - scan_start) // 2]
-
-
-def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def decompression_bomb_png(width: int = BOMB_SIZE[0], height: int = BOMB_SIZE[1]) -> bytes:
-    """A PNG whose header promises width x height RGB pixels but which is a few hundred bytes.
-
-    Written by hand so the pixels are never allocated; a decoder that trusts the
-    header would need width*height*3 bytes.
-    """
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    first_rows = zlib.compress(bytes(64 * (1 + 3 * width)), 9)
-    return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", first_rows) + _png_chunk(b"IEND", b"")
-    )
-
-
-NOT_AN_IMAGE = (
-    b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\n"
-    b"<body><h1>Not Found</h1><p>The requested image was not found.</p></body></html>\n"
-)
-
-
-def encode(kind: str, image: Image.Image, rng: np.random.Generator) -> bytes:
-    """The file bytes for one slot: a normal JPEG, one of ImageNet's quirks, or a hostile file."""
-    quality = int(rng.integers(65, 96))
-    if kind == "jpeg":
-        return _jpeg_bytes(image, quality)
-    if kind == "cmyk":
-        return _jpeg_bytes(image.convert("CMYK"), quality)
-    if kind == "grayscale":
-        return _jpeg_bytes(image.convert("L"), quality)
-    if kind == "progressive":
-        return _jpeg_bytes(image, quality, progressive=True)
-    if kind == "png":
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-    if kind == "truncated":
-        return _truncated_jpeg(image, quality)
-    if kind == "empty":
-        return b""
-    if kind == "text":
-        return NOT_AN_IMAGE
-    if kind == "bomb":
-        return decompression_bomb_png()
-    raise ValueError(f"unknown image kind {kind!r}")
 
 
 # --------------------------------------------------------------------------- plan
@@ -642,8 +460,9 @@ def generate(
     val_per_class: int = 10,
     seed: int = 0,
     with_quirks: bool = True,
+    imagefolder_per_class: int = 48,
 ) -> dict:
-    """Writes the sample in all three layouts plus truth.json; returns the truth dict.
+    """Writes the sample in all four layouts plus truth.json; returns the truth dict.
 
     Deterministic: the same arguments give byte-identical files. `with_quirks=False`
     leaves out the quirky and hostile files and the flawed XML (plain JPEGs only).
@@ -655,43 +474,79 @@ def generate(
     train = _plan_train(classes, train_per_class, with_quirks, rng)
     val = _plan_val(classes, val_per_class, with_quirks, rng)
     _plan_box_files(train, with_quirks, rng)
+    _draw(train + val, num_classes, seed)
+    annotations = _annotations(train)
+    _write_layouts(output_dir, classes, train, val, annotations, rng)
+    truth = _truth(classes, train + val, annotations)
+    truth[sample_folders.DIR_NAME] = sample_folders.generate(
+        os.path.join(output_dir, sample_folders.DIR_NAME), imagefolder_per_class, seed
+    )
+    with open(os.path.join(output_dir, TRUTH_JSON), "w") as f:
+        json.dump(truth, f, indent=1)
+        f.write("\n")
+    hostile = sum(1 for i in truth["images"] if not i["valid"])
+    logging.info(
+        "wrote %d classes, %d train + %d validation images (%d hostile), %d bbox XML files under %s/{%s}",
+        num_classes,
+        len(train),
+        len(val),
+        hostile,
+        len(annotations.xmls),
+        output_dir,
+        ",".join(LAYOUT_DIRS),
+    )
+    return truth
 
-    for split_code, slots in enumerate((train, val)):
-        for index, slot in enumerate(slots):
+
+def _draw(slots: list[dict], num_classes: int, seed: int) -> None:
+    """Each slot's picture and file bytes, from a generator of its own (so slots are independent)."""
+    for split_code, split in enumerate(("train", "validation")):
+        for index, slot in enumerate(s for s in slots if s["split"] == split):
             image_rng = np.random.default_rng([seed, split_code, index])
             width, height = int(image_rng.integers(100, 301)), int(image_rng.integers(100, 301))
             image, boxes = draw_picture(slot["label"], num_classes, width, height, image_rng)
             slot.update(width=width, height=height, drawn_boxes=boxes, bytes=encode(slot["kind"], image, image_rng))
 
-    xmls: dict[str, bytes] = {}
-    raw_boxes: dict[str, list] = {}
-    truth_boxes: dict[str, list] = {}
-    malformed = []
+
+@dataclasses.dataclass
+class _Annotations:
+    xmls: dict[str, bytes]  # member path in the bbox tarball -> XML
+    raw_boxes: dict[str, list]  # image name -> the <bndbox> values written
+    truth_boxes: dict[str, list]  # image name -> what a correct reader recovers
+    malformed: list[str]
+
+
+def _annotations(train: list[dict]) -> _Annotations:
+    found = _Annotations({}, {}, {}, [])
     for slot in train:
         if slot.get("xml"):
             member = f"{slot['wnid']}/{slot['name'].rsplit('.', 1)[0]}.xml"
-            raw_boxes[slot["name"]], truth_boxes[slot["name"]] = _xml_objects_and_truth(slot)
-            xmls[member] = annotation_xml(slot, raw_boxes[slot["name"]])
+            found.raw_boxes[slot["name"]], found.truth_boxes[slot["name"]] = _xml_objects_and_truth(slot)
+            found.xmls[member] = annotation_xml(slot, found.raw_boxes[slot["name"]])
             if slot["xml"] == "malformed":
-                malformed.append(member)
+                found.malformed.append(member)
+    return found
 
-    by_id = sorted(classes, key=lambda c: c["ilsvrc2012_id"])
-    label_to_id = {c["label"]: c["ilsvrc2012_id"] for c in by_id}
+
+def _write_layouts(
+    output_dir: str,
+    classes: list[dict],
+    train: list[dict],
+    val: list[dict],
+    annotations: _Annotations,
+    rng: np.random.Generator,
+) -> None:
+    label_to_id = {c["label"]: c["ilsvrc2012_id"] for c in classes}
     ground_truth = "".join(f"{label_to_id[s['label']]}\n" for s in val).encode()
-    _write_tars(
-        os.path.join(output_dir, "tars"),
-        classes,
-        train,
-        val,
-        xmls,
-        meta_mat_bytes(classes, train_per_class),
-        ground_truth,
-    )
-    _write_folders(os.path.join(output_dir, "folders"), classes, train, val, xmls)
-    _write_kaggle(os.path.join(output_dir, "kaggle"), classes, train, val, xmls, raw_boxes, rng)
+    meta_mat = meta_mat_bytes(classes, len(train) // len(classes))
+    _write_tars(os.path.join(output_dir, "tars"), classes, train, val, annotations.xmls, meta_mat, ground_truth)
+    _write_folders(os.path.join(output_dir, "folders"), classes, train, val, annotations.xmls)
+    _write_kaggle(os.path.join(output_dir, "kaggle"), classes, train, val, annotations.xmls, annotations.raw_boxes, rng)
 
+
+def _truth(classes: list[dict], slots: list[dict], annotations: _Annotations) -> dict:
     images = []
-    for slot in train + val:
+    for slot in slots:
         valid = slot["kind"] not in HOSTILE_KINDS
         images.append(
             {
@@ -704,41 +559,29 @@ def generate(
                 "width": slot["width"] if valid else None,
                 "height": slot["height"] if valid else None,
                 "channels": (1 if slot["kind"] == "grayscale" else 3) if valid else None,
-                "boxes": truth_boxes.get(slot["name"], []),
+                "boxes": annotations.truth_boxes.get(slot["name"], []),
             }
         )
-    truth = {
-        "num_classes": num_classes,
+    return {
+        "num_classes": len(classes),
         "classes": [{k: c[k] for k in ("label", "wnid", "text", "ilsvrc2012_id")} for c in classes],
         "images": images,
-        "malformed_xml": sorted(malformed),
+        "malformed_xml": sorted(annotations.malformed),
     }
-    with open(os.path.join(output_dir, TRUTH_JSON), "w") as f:
-        json.dump(truth, f, indent=1)
-        f.write("\n")
-    hostile = sum(1 for i in images if not i["valid"])
-    logging.info(
-        "wrote %d classes, %d train + %d validation images (%d hostile), %d bbox XML files under %s/{%s}",
-        num_classes,
-        len(train),
-        len(val),
-        hostile,
-        len(xmls),
-        output_dir,
-        ",".join(LAYOUT_DIRS),
-    )
-    return truth
 
 
 def _define_flags() -> None:
     """Flags are defined only when run as a program, so importing this module (as the tests
     do, next to other CLIs with an --output_dir flag) never collides in absl's global registry."""
-    flags.DEFINE_string("output_dir", None, "Directory to write tars/, folders/, kaggle/ and truth.json into.")
+    flags.DEFINE_string(
+        "output_dir", None, "Directory to write tars/, folders/, kaggle/, imagefolder/ and truth.json into."
+    )
     flags.DEFINE_integer("num_classes", 10, f"Number of real ImageNet classes (1..{len(CLASS_CATALOG)}).")
     flags.DEFINE_integer("train_per_class", 40, "Training images per class.")
     flags.DEFINE_integer("val_per_class", 10, "Validation images per class.")
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical output.")
     flags.DEFINE_boolean("quirks", True, "Include ImageNet's quirky and hostile files and flawed XML.")
+    flags.DEFINE_integer("imagefolder_per_class", 48, "Images per class of the image-folder dataset.")
     flags.mark_flag_as_required("output_dir")
 
 
@@ -753,6 +596,7 @@ def main(argv: list[str]) -> None:
         options.val_per_class,
         options.seed,
         with_quirks=options.quirks,
+        imagefolder_per_class=options.imagefolder_per_class,
     )
 
 

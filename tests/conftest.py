@@ -12,12 +12,12 @@ import pytest
 
 from pipeline import sample
 
-SAMPLE_ARGS = {"num_classes": 4, "train_per_class": 8, "val_per_class": 4, "seed": 0}
+SAMPLE_ARGS = {"num_classes": 4, "train_per_class": 8, "val_per_class": 4, "seed": 0, "imagefolder_per_class": 8}
 
 
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> pathlib.Path:
-    """Root holding tars/, folders/, kaggle/ and truth.json (see pipeline/sample.py)."""
+    """Root holding tars/, folders/, kaggle/, imagefolder/ and truth.json (see pipeline/sample.py)."""
     root = tmp_path_factory.mktemp("imagenet_sample")
     sample.generate(str(root), **SAMPLE_ARGS)
     return root
