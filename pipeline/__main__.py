@@ -7,11 +7,15 @@ same command runs on the DirectRunner, Dataflow, Flink or Spark.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging as std_logging
 import os
+import shutil
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 
 from absl import app, flags
 
@@ -105,7 +109,7 @@ def main(argv: list[str]) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # google-api-core's Python-version notice
     try:
         check_writable(FLAGS.output_dir)
-        with console.capture(FLAGS.output_dir, FLAGS.verbose):
+        with _private_tempdir(), console.capture(FLAGS.output_dir, FLAGS.verbose):
             from pipeline import job  # with the console captured: Beam prints notices on import
 
             job.run(request(argv[1:]), console)
@@ -113,6 +117,24 @@ def main(argv: list[str]) -> None:
         _fail(console, str(error))
     except Exception as error:  # noqa: BLE001 - a worker's failure, already logged in full
         _fail(console, _worker_error(error), console.log_path)
+
+
+@contextlib.contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """Beam's local runners leave directories in the temp dir (staging, job service): give them,
+    and the worker processes, one of our own, removed however the run ends."""
+    path = tempfile.mkdtemp(prefix="records-job-")
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = path, path
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def check_writable(output_dir: str) -> None:
