@@ -28,6 +28,7 @@ from pipeline import pictures, sample
 FORMAT_VERSION = 2  # bump when the generated files change, to invalidate caches
 MARKER = "bench_dataset.json"
 SIDE_RANGE = (300, 501)  # pixels, each side: ImageNet's typical size
+TINY_SIDE_RANGE = (16, 25)  # decoding is nearly free: what is left is the per-image machinery
 # Flickr-era photos are saved at high quality: real ImageNet averages ~110 KB a JPEG.
 # pictures.encode's 65-95 is for variety in tests; here bytes per image should be realistic.
 QUALITY_RANGE = (85, 96)
@@ -54,6 +55,7 @@ def ensure_dataset(
     val_fraction: float = 0.1,
     pool_per_class: int = 12,
     seed: int = 0,
+    side_range: tuple[int, int] = SIDE_RANGE,
 ) -> BenchDataset:
     """The dataset with these parameters under `cache_dir`, generated unless already there."""
     if not 1 <= num_classes <= len(sample.CLASS_CATALOG):
@@ -77,8 +79,12 @@ def ensure_dataset(
         "num_classes": num_classes,
         "pool_per_class": pool_per_class,
         "seed": seed,
+        "side_range": list(side_range),
     }
-    input_dir = os.path.join(cache_dir, f"ilsvrc2012-n{num_images}-c{num_classes}-v{num_val}-p{pool_per_class}-s{seed}")
+    sides = f"-px{side_range[0]}-{side_range[1]}" if tuple(side_range) != SIDE_RANGE else ""
+    input_dir = os.path.join(
+        cache_dir, f"ilsvrc2012-n{num_images}-c{num_classes}-v{num_val}-p{pool_per_class}-s{seed}{sides}"
+    )
     marker = os.path.join(input_dir, MARKER)
     if os.path.exists(marker):
         with open(marker) as f:
@@ -87,21 +93,26 @@ def ensure_dataset(
             return BenchDataset(input_dir, num_train, num_val, num_classes, cached["num_bytes"])
     shutil.rmtree(input_dir, ignore_errors=True)
     os.makedirs(input_dir)
-    num_bytes = _generate(input_dir, num_train, num_val, num_classes, pool_per_class, seed)
+    num_bytes = _generate(
+        input_dir, num_train, num_val, num_classes, jpeg_pool(num_classes, pool_per_class, seed, side_range), seed
+    )
     with open(marker, "w") as f:  # written last: its presence means the tars are complete
         json.dump({**params, "num_bytes": num_bytes}, f, indent=1)
     return BenchDataset(input_dir, num_train, num_val, num_classes, num_bytes)
 
 
-def jpeg_pool(num_classes: int, per_class: int, seed: int) -> dict[int, list[bytes]]:
-    """label -> baseline JPEGs of that class (pipeline/pictures.py's pictures, 300-500 px a side, quality 85-95)."""
+def jpeg_pool(
+    num_classes: int, per_class: int, seed: int, side_range: tuple[int, int] = SIDE_RANGE
+) -> dict[int, list[bytes]]:
+    """label -> baseline JPEGs of that class (pipeline/pictures.py's pictures, quality 85-95)."""
     pool: dict[int, list[bytes]] = {}
     for label in range(1, num_classes + 1):
         encoded = []
         for index in range(per_class):
             rng = np.random.default_rng([seed, label, index])
-            width, height = (int(rng.integers(*SIDE_RANGE)) for _ in range(2))
-            image, _ = pictures.draw_picture(label, num_classes, width, height, rng)
+            width, height = (int(rng.integers(*side_range)) for _ in range(2))
+            image, _ = pictures.draw_picture(label, num_classes, max(width, 64), max(height, 64), rng)
+            image = image.resize((width, height))  # tiny pictures are drawn larger, then shrunk
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=int(rng.integers(*QUALITY_RANGE)))
             encoded.append(buffer.getvalue())
@@ -119,10 +130,12 @@ def _classes(num_classes: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def _generate(input_dir: str, num_train: int, num_val: int, num_classes: int, pool_per_class: int, seed: int) -> int:
+def _generate(
+    input_dir: str, num_train: int, num_val: int, num_classes: int, pool: dict[int, list[bytes]], seed: int
+) -> int:
     rng = np.random.default_rng(seed)
     classes = _classes(num_classes, rng)
-    pool = jpeg_pool(num_classes, pool_per_class, seed)
+    pool_per_class = len(pool[1])
     num_bytes = 0
 
     per_class = [num_train // num_classes + (1 if i < num_train % num_classes else 0) for i in range(num_classes)]

@@ -102,63 +102,76 @@ class IndexUnit(beam.DoFn):
         split, position, unit = element
         listing, complete = _list_unit(unit)
         skipped = _Skipped()
-        entries = _images_of(unit, listing, skipped)
-        summary = {"split": split, "position": position, "unit": unit.name, "source": _unit_source(unit)}
-        rejected = []
+        found = _images_of(unit, listing, skipped)
+        summary = {
+            "split": split,
+            "position": position,
+            "unit": unit.name,
+            "source": _unit_source(unit),
+            "count": 0,
+            "class_counts": {},
+            "skipped": _skipped_once(unit, skipped),
+            "rejected": [],
+            "box_rejected": [],
+        }
         if not complete:
             summary["truncated"] = f"{_unit_source(unit)} ends without the tar end-of-archive marker"
             if not self._options.allow_truncated_tars:
-                yield {**summary, "count": 0, "class_counts": {}, "skipped": {}, "rejected": [], "box_rejected": []}
+                yield summary
                 return
             reason = f"archive truncated: {summary['truncated']} (interrupted download or copy); download it again"
-            rejected = [(split, _entry_source(unit, e), reason) for e in entries]
-            entries = []
-        entries, unlabelled = self._labelled(unit, entries)
-        rejected += [(split, _entry_source(unit, e), reason) for e, reason in unlabelled]
+            summary["rejected"] = [(split, _entry_source(unit, e), reason) for e in found]
+            found = []
+        labelled = self._labelled(unit, found, summary["rejected"])
         if unit.holdout:
-            entries = _apply_holdout(unit, entries)
-        entries, box_rejected = self._with_boxes(unit, entries)
-        entries = [
-            dataclasses.replace(e, key=index.order_key(self._options.seed, split, unit.image_path(e.inside)))
-            for e in entries
-        ]
-        entries.sort(key=lambda e: (e.key, e.inside))
+            labelled = _apply_holdout(unit, labelled)
+        boxes, summary["box_rejected"] = self._boxes(unit)
+        entries = sorted(
+            (
+                index.Entry(
+                    entry.inside,
+                    entry.offset,
+                    entry.size,
+                    label,
+                    index.order_key(self._options.seed, split, unit.image_path(entry.inside)),
+                    boxes.get(boxes_lib.join_key(entry.inside), ()),
+                )
+                for entry, label in labelled
+            ),
+            key=lambda e: (e.key, e.inside),
+        )
         index.write(self._scratch.index_path(split, position), entries)
-        table = self._plan.synsets
-        yield {
-            **summary,
-            "count": len(entries),
-            "class_counts": dict(collections.Counter(table.synset_of(e.label) for e in entries)),
-            "skipped": _skipped_once(unit, skipped),
-            "rejected": rejected,
-            "box_rejected": box_rejected,
-        }
+        summary["count"] = len(entries)
+        summary["class_counts"] = dict(collections.Counter(self._plan.synsets.synset_of(e.label) for e in entries))
+        yield summary
 
-    def _labelled(self, unit: Unit, entries: list[index.Entry]) -> tuple[list[index.Entry], list]:
+    def _labelled(self, unit: Unit, found: list[index.Entry], rejected: list) -> list[tuple[index.Entry, int]]:
+        """(entry, label) pairs; an image without a label is added to `rejected`."""
         table = self._plan.synsets
         if unit.synset is not None:
             label = table.label_of(unit.synset)
-            return [dataclasses.replace(e, label=label) for e in entries], []
-        out, unlabelled = [], []
-        for entry in entries:
+            return [(entry, label) for entry in found]
+        pairs = []
+        for entry in found:
             synset = self._plan.val_labels.get(unit.image_path(entry.inside))
             if synset is None:  # the plan matched every image to a label; this one appeared since
-                unlabelled.append((entry, "no label: the file appeared after the labels were matched; rerun"))
+                reason = "no label: the file appeared after the labels were matched; rerun"
+                rejected.append((unit.split, _entry_source(unit, entry), reason))
             else:
-                out.append(dataclasses.replace(entry, label=table.label_of(synset)))
-        return out, unlabelled
+                pairs.append((entry, table.label_of(synset)))
+        return pairs
 
-    def _with_boxes(self, unit: Unit, entries: list[index.Entry]) -> tuple[list[index.Entry], list]:
+    def _boxes(self, unit: Unit) -> tuple[boxes_lib.Boxes, list]:
+        """The unit's boxes by join key, and the rows of the box files that could not be used."""
         if unit.split != "train":
-            return entries, []
+            return {}, []
         if unit.boxes:
             found, rejected = boxes_lib.read_folder(unit.boxes)
         elif self._plan.boxes_tarball:
             found, rejected = boxes_lib.read_split_file(files.join(self._scratch.boxes_dir, f"{unit.name}.json"))
         else:
-            return entries, []
-        with_boxes = [dataclasses.replace(e, boxes=found.get(boxes_lib.join_key(e.inside), ())) for e in entries]
-        return with_boxes, [list(row) for row in rejected]
+            return {}, []
+        return found, [list(row) for row in rejected]
 
 
 def _list_unit(unit: Unit) -> tuple[list[index.Entry], bool]:
@@ -193,11 +206,11 @@ def _skipped_once(unit: Unit, skipped: _Skipped) -> dict[str, list]:
     return {reason: [count, skipped.examples[reason]] for reason, count in sorted(skipped.counts.items())}
 
 
-def _apply_holdout(unit: Unit, entries: list[index.Entry]) -> list[index.Entry]:
-    paths = [unit.image_path(e.inside) for e in entries]
-    held = index.held_out(entries, paths, unit.holdout.fraction, unit.holdout.seed)
+def _apply_holdout(unit: Unit, labelled: list[tuple[index.Entry, int]]) -> list[tuple[index.Entry, int]]:
+    paths = [unit.image_path(entry.inside) for entry, _ in labelled]
+    held = index.held_out(paths, unit.holdout.fraction, unit.holdout.seed)
     keep_held = unit.holdout.take == "validation"
-    return [e for i, e in enumerate(entries) if (i in held) == keep_held]
+    return [pair for i, pair in enumerate(labelled) if (i in held) == keep_held]
 
 
 def _unit_source(unit: Unit) -> str:

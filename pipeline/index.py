@@ -65,10 +65,10 @@ def order_key(seed: int, split: str, image_path: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def held_out(entries: Sequence[Entry], image_paths: Sequence[str], fraction: float, seed: int) -> set[int]:
-    """Positions of the entries that go to the validation split: the `fraction` of the class
+def held_out(image_paths: Sequence[str], fraction: float, seed: int) -> set[int]:
+    """Positions of the images that go to the validation split: the `fraction` of the class
     (rounded half up, never all of it) with the smallest keyed hash of their path."""
-    count = len(entries)
+    count = len(image_paths)
     wanted = min(math.floor(count * fraction + 0.5), max(count - 1, 0))
     ranked = sorted(range(count), key=lambda i: (order_key(seed, "holdout", image_paths[i]), image_paths[i]))
     return set(ranked[:wanted])

@@ -4,18 +4,28 @@ ImageNet's train tar is 140 GB: extracting it costs as much scratch disk again,
 and streaming it through one process serialises the whole job. Instead we walk
 the 512-byte headers (seeking over the data), record each member's byte range,
 and let many workers read their own ranges in parallel. Nested tars (the train
-tar holds one tar per synset) are indexed in place through a window onto the
+tar holds one tar per synset) are indexed in place, as a byte range of the
 outer file. Works on any path Beam's `FileSystems` opens, gs:// included.
+
+The walk reads the headers itself rather than through `tarfile`: tarfile
+builds a TarInfo per member, ~80 us each, so listing ImageNet's 1.33 M
+members cost ~100 s of CPU; these few lines cost ~8 us a member and read the
+same formats (v7, ustar with its name prefix, GNU long names and base-256
+sizes, pax `path`/`size` records), which tests/test_tars.py checks against
+tarfile.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import tarfile
 from typing import BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
+
+BLOCK = 512
+_REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
+_GNU_LONG_NAME, _PAX_HEADER, _PAX_GLOBAL = b"L", b"x", b"g"
+_POSIX_MAGIC = b"ustar\x0000"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,38 +35,6 @@ class Member:
     name: str  # path inside its (innermost) tar, as stored
     offset: int  # absolute byte offset of the data in the outermost file
     size: int
-
-
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of `size` bytes at `start` of another file."""
-
-    def __init__(self, file: BinaryIO, start: int, size: int):
-        super().__init__()
-        self._file, self._start, self._size, self._pos = file, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        want = min(len(buffer), self._size - self._pos)
-        if want <= 0:
-            return 0
-        self._file.seek(self._start + self._pos)
-        data = self._file.read(want)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,34 +51,88 @@ class Listing:
     complete: bool
 
 
+class _Header:
+    """One 512-byte header block, decoded."""
+
+    def __init__(self, block: bytes):
+        self.block = block
+        self.type = block[156:157]
+        self.size = _number(block[124:136])
+        name = block[0:100].split(b"\0", 1)[0]
+        if block[257:265] == _POSIX_MAGIC and block[345] != 0:  # ustar splits long names into prefix/name
+            name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+        self.name = name
+
+    def checksum_ok(self) -> bool:
+        stored = _number(self.block[148:156])
+        unsigned = sum(self.block[:148]) + 8 * 0x20 + sum(self.block[156:])
+        return stored == unsigned
+
+
+def _number(field: bytes) -> int:
+    """A numeric header field: octal text, or GNU's base-256 for values octal cannot hold."""
+    if field[0] & 0x80:
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] == 0xFF else value
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _pax_records(data: bytes) -> dict[bytes, bytes]:
+    """A pax extended header's "length key=value\\n" records."""
+    records, position = {}, 0
+    while position < len(data):
+        space = data.index(b" ", position)
+        length = int(data[position:space])
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        records[key] = value
+        position += length
+    return records
+
+
+def _read(file: BinaryIO, position: int, size: int) -> bytes:
+    file.seek(position)
+    return file.read(size)
+
+
 def _list(file: BinaryIO, start: int, size: int, origin: str) -> Listing:
-    window = _Window(file, start, size)
-    members = []
-    try:
-        # 'r:' (not 'r|') keeps tarfile in seek mode: it jumps over member data.
-        archive = tarfile.open(fileobj=window, mode="r:")
-    except tarfile.TarError as error:
-        raise ValueError(f"{origin}: not a readable tar archive ({error}); re-download it or check the path") from error
-    cut_mid_member = False
-    with archive:
-        try:
-            for info in archive:
-                if info.isfile():
-                    members.append(Member(info.name, start + info.offset_data, info.size))
-        except tarfile.ReadError:  # "unexpected end of data": the file ends inside a member
-            cut_mid_member = True
-        end = archive.offset  # where reading stopped: the marker, or the end of what is there
-    window.seek(end)
-    marker = window.read(tarfile.BLOCKSIZE)
-    last_data_end = max((m.offset - start + m.size for m in members), default=0)
-    complete = not cut_mid_member and marker == bytes(tarfile.BLOCKSIZE) and last_data_end <= size
-    return Listing(tuple(members), complete)
+    """Walks the headers of the tar occupying [start, start + size) of `file`."""
+    members, position, end = [], start, start + size
+    long_name = pax = None
+    while position + BLOCK <= end:
+        block = _read(file, position, BLOCK)
+        if len(block) < BLOCK:
+            break
+        if block == bytes(BLOCK):  # the end-of-archive marker
+            return Listing(tuple(members), complete=True)
+        header = _Header(block)
+        if not header.checksum_ok():
+            if position == start:
+                raise ValueError(f"{origin}: not a tar archive (bad header checksum); re-download it or check the path")
+            break  # garbage where a header should be: treat as cut short
+        data_start = position + BLOCK
+        position = data_start + -(-header.size // BLOCK) * BLOCK
+        if header.type == _GNU_LONG_NAME:
+            long_name = _read(file, data_start, header.size).split(b"\0", 1)[0]
+            continue
+        if header.type == _PAX_HEADER:
+            pax = _pax_records(_read(file, data_start, header.size))
+            continue
+        if header.type == _PAX_GLOBAL:
+            continue
+        name = (pax or {}).get(b"path") or long_name or header.name
+        size_in_tar = int((pax or {}).get(b"size", header.size))
+        long_name = pax = None
+        if header.type in _REGULAR and not name.endswith(b"/"):
+            members.append(Member(name.decode("utf-8", "surrogateescape"), data_start, size_in_tar))
+            position = data_start + -(-size_in_tar // BLOCK) * BLOCK
+    return Listing(tuple(members), complete=False)  # it ended without the marker: cut short
 
 
 def list_members(path: str) -> Listing:
     """Regular files of the tar at `path` (headers only)."""
     with FileSystems.open(path, compression_type="uncompressed") as file:
-        size = file.seek(0, io.SEEK_END)
+        size = file.seek(0, 2)
         return _list(file, 0, size, path)
 
 

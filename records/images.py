@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import struct
 
 import numpy as np
 from absl import logging
@@ -140,6 +141,10 @@ def normalise_image(
 
 
 def _normalise(data: bytes, validate: str, resize_max_side: int, max_pixels: int) -> NormalisedImage | Rejected:
+    if validate == "header":
+        kept = _plain_jpeg_kept(data, resize_max_side, max_pixels)
+        if kept is not None:
+            return kept
     try:
         image = Image.open(io.BytesIO(data), formats=_allowed_formats())
     except UnidentifiedImageError:
@@ -156,6 +161,47 @@ def _normalise(data: bytes, validate: str, resize_max_side: int, max_pixels: int
     if image.format in _JPEG_FORMATS:
         return _normalise_jpeg(data, image, validate, target)
     return _reencode(image, [f"{image.format.lower()}->jpeg"], target)
+
+
+# Huffman-coded baseline, extended and progressive frames: what Pillow and TensorFlow both decode.
+_PLAIN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})
+_OTHER_FRAMES = frozenset({0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: markers without a length
+
+
+def _plain_jpeg_kept(data: bytes, resize_max_side: int, max_pixels: int) -> NormalisedImage | None:
+    """Header validation of a plain JPEG without Pillow: the marker segments walked up to the scan,
+    the frame read. None whenever Pillow must judge (not a plain 8-bit RGB/gray JPEG, too large,
+    to be resized, or a header that does not parse): the same outcome, reached in a few microseconds
+    instead of Pillow's ~40, which is most of a header-validated build's time per image."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    frame, position, end = None, 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF or marker in _STANDALONE:  # fill byte, or a marker without a segment
+            position += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xDA:  # start of scan: the header is complete
+            break
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _OTHER_FRAMES or marker == 0xD9 or length < 2 or position + 2 + length > end:
+            return None
+        if marker in _PLAIN_FRAMES:
+            precision, height, width, components = struct.unpack_from(">BHHB", data, position + 4)
+            frame = (precision, width, height, components)
+        position += 2 + length
+    else:
+        return None
+    if frame is None or frame[0] != 8 or frame[3] not in (1, 3) or not frame[1] or not frame[2]:
+        return None
+    _, width, height, components = frame
+    if width * height > max_pixels or _target_size(width, height, resize_max_side) is not None:
+        return None
+    gray = components == 1
+    return NormalisedImage(data, height, width, 1 if gray else 3, "GRAY" if gray else "RGB", conversion="")
 
 
 def _normalise_jpeg(

@@ -51,49 +51,65 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_TAG = [bytes([field << 3 | _LENGTH]) for field in range(4)]  # length-delimited field 0..3
-_FEATURE_TAG = {kind: _TAG[field] for kind, field in _FIELD_OF_KIND.items()}
+def _varint_size(value: int) -> int:
+    return 1 if value < 0x80 else (value.bit_length() + 6) // 7
 
 
-def _list_parts(kind: str, values: Sequence) -> tuple[list[bytes], int]:
-    """A *List message as pieces to join, and its length: image bytes are copied once, at the end."""
-    if kind == BYTES:
-        parts = []
-        for value in values:
-            parts += (_TAG[1] + _varint(len(value)), value)
-        return parts, sum(map(len, parts))
-    if not values:
-        return [], 0
-    if kind == FLOAT:
-        packed = struct.pack(f"<{len(values)}f", *values)
-    else:
-        packed = b"".join([_varint(int(value)) for value in values])
-    head = _TAG[1] + _varint(len(packed))
-    return [head, packed], len(head) + len(packed)
+_FIELD_1, _FIELD_2 = b"\x0a", b"\x12"  # length-delimited fields 1 and 2
+_FEATURE_TAG = {kind: bytes([field << 3 | _LENGTH]) for kind, field in _FIELD_OF_KIND.items()}
 
 
 @functools.lru_cache(maxsize=256)
 def _key_field(key: str) -> bytes:
     encoded = key.encode()
-    return _TAG[1] + _varint(len(encoded)) + encoded
+    return _FIELD_1 + _varint(len(encoded)) + encoded
+
+
+def _list_body(kind: str, values: Sequence) -> tuple[Sequence[bytes], int]:
+    """A *List message as pieces to join, and its size: image bytes are copied once, into the final join."""
+    if kind == BYTES:
+        body, size = [], 0
+        for value in values:
+            head = _FIELD_1 + _varint(len(value))
+            body += (head, value)
+            size += len(head) + len(value)
+        return body, size
+    if not values:
+        return (), 0
+    if kind == FLOAT:
+        packed = struct.pack(f"<{len(values)}f", *values)
+    else:
+        packed = b"".join([_varint(int(value)) for value in values])
+    head = _FIELD_1 + _varint(len(packed))
+    return (head, packed), len(head) + len(packed)
 
 
 def encode(features: Mapping[str, Feature]) -> bytes:
-    """{key: (kind, values)} -> a serialised Example."""
+    """{key: (kind, values)} -> a serialised Example (keys sorted)."""
     pieces: list[bytes] = []
     total = 0
     for key in sorted(features):
         kind, values = features[key]
-        payload, payload_length = _list_parts(kind, values)
-        feature_head = _FEATURE_TAG[kind] + _varint(payload_length)
-        value_head = _TAG[2] + _varint(len(feature_head) + payload_length)
+        body, size = _list_body(kind, values)
+        feature_size = 1 + _varint_size(size) + size
         key_field = _key_field(key)
-        entry_length = len(key_field) + len(value_head) + len(feature_head) + payload_length
-        entry_head = _TAG[1] + _varint(entry_length)
-        pieces.append(entry_head + key_field + value_head + feature_head)
-        pieces += payload
-        total += len(entry_head) + entry_length
-    return b"".join([_TAG[1], _varint(total), *pieces])
+        entry_size = len(key_field) + 1 + _varint_size(feature_size) + feature_size
+        pieces.append(
+            b"".join(
+                (
+                    _FIELD_1,
+                    _varint(entry_size),
+                    key_field,
+                    _FIELD_2,
+                    _varint(feature_size),
+                    _FEATURE_TAG[kind],
+                    _varint(size),
+                )
+            )
+        )
+        pieces += body
+        total += 1 + _varint_size(entry_size) + entry_size
+    return b"".join([_FIELD_1, _varint(total), *pieces])
 
 
 # --- decoding -------------------------------------------------------------------------

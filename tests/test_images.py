@@ -261,6 +261,39 @@ def test_header_mode_trusts_a_parsable_header_but_not_a_cut_one():
     assert_rejected(images.normalise_image(data[: scan_start(data) - 20], validate="header"), "truncated or corrupt")
 
 
+def _header_mode_cases() -> dict[str, bytes]:
+    """JPEGs of every kind, cut at every marker of their header, with frames Pillow must judge alone."""
+    cases = {name: variant_bytes(name, 96, 64) for name in JPEG_VARIANTS}
+    baseline = cases["baseline"]
+    for number, position in enumerate(i for i in range(2, scan_start(baseline)) if baseline[i] == 0xFF):
+        cases[f"cut at header marker {number}"] = baseline[:position]
+    sof = baseline.index(b"\xff\xc0")
+    for name, patch in {
+        "12-bit": (sof + 4, 12),
+        "arithmetic": (sof + 1, 0xC9),
+        "lossless": (sof + 1, 0xC3),
+        "zero width": (sof + 8, 0),
+        "two components": (sof + 9, 2),
+    }.items():
+        changed = bytearray(baseline)
+        changed[patch[0]] = patch[1]
+        cases[name] = bytes(changed)
+    cases["fill bytes"] = baseline[:2] + b"\xff\xff" + baseline[2:]
+    cases["no scan"] = baseline[: baseline.index(b"\xff\xda")] + b"\xff\xd9"
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_header_mode_cases()))
+def test_header_mode_fast_path_agrees_with_pillow(case, monkeypatch):
+    """validate='header' reads plain JPEG headers itself; on every input it must answer as Pillow does."""
+    data = _header_mode_cases()[case]
+    plain = case in ("baseline", "progressive", "restart markers", "grayscale", "fill bytes")
+    assert (images._plain_jpeg_kept(data, 0, images.DEFAULT_MAX_PIXELS) is not None) == plain
+    fast = images.normalise_image(data, validate="header")
+    monkeypatch.setattr(images, "_plain_jpeg_kept", lambda *args: None)
+    assert fast == images.normalise_image(data, validate="header")
+
+
 def test_truncated_jpeg_is_rejected_even_if_someone_enabled_load_truncated_images(monkeypatch):
     data = variant_bytes("baseline")
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
