@@ -92,7 +92,7 @@ class Console:
             seconds = time.monotonic() - started
             self.line(f"{description}: {total:,} {unit} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} {unit}/s)")
             return
-        bar = tqdm(total=total, desc=description, unit=f" {unit}", file=self.err, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=description, unit=f" {unit}", file=self.err)
         done = threading.Event()
 
         def watch() -> None:

@@ -207,10 +207,10 @@ def _remove_temporaries(output_dir: str, scratch: build.Scratch) -> None:
 # --- what the person sees ------------------------------------------------------------
 
 
-_SKIPPED = {
-    "hidden": "hidden files (names starting with '.')",
-    "not an image": f"files without an image extension ({' '.join(layouts.IMAGE_EXTENSIONS)})",
-    "duplicate": "duplicate tar members (the later copy was kept)",
+_SKIPPED = {  # what a skipped file is, as a noun for _count
+    "hidden": "hidden file",
+    "not an image": "file without an image extension",
+    "duplicate": "earlier copy of a tar member stored twice",
 }
 
 
@@ -220,7 +220,7 @@ def _skipped_warnings(summaries: list[dict]) -> list[str]:
         for reason, (count, example) in s["skipped"].items():
             total = totals.setdefault(reason, [0, example])
             total[0] += count
-    return [f"skipped {n:,} {_SKIPPED[reason]}, e.g. {example}" for reason, (n, example) in sorted(totals.items())]
+    return [f"skipped {_count(n, _SKIPPED[reason])}, e.g. {example}" for reason, (n, example) in sorted(totals.items())]
 
 
 def _describe_input(console: Console, plan: layouts.Plan) -> None:
@@ -242,14 +242,18 @@ def _summary(console: Console, built: manifest.Manifest, output_dir: str, second
     total = sum(s.num_examples for s in built.splits.values())
     console.line(f"records written to {output_dir} in {seconds:.1f}s ({total / max(seconds, 1e-9):,.0f} images/s)")
     for split, stats in sorted(built.splits.items(), key=lambda kv: shards.SPLITS.index(kv[0])):
-        conversions = sum(stats.conversions.values())
+        conversions = ", ".join(f"{n} {kind}" for kind, n in stats.conversions.items())
         console.line(
-            f"  {split}: {stats.num_examples:,} images in {stats.num_shards} shards "
-            f"({min(stats.shard_counts)}-{max(stats.shard_counts)} per shard), {stats.num_rejected} rejected, "
-            f"{conversions} converted{' ' + str(dict(stats.conversions)) if conversions else ''}"
+            f"  {split}: {_count(stats.num_examples, 'image')} in {_count(stats.num_shards, 'shard')} "
+            f"({min(stats.shard_counts)}-{max(stats.shard_counts)} per shard), {stats.num_rejected} rejected"
+            + (f", converted {conversions}" if conversions else "")
         )
     if built.num_rejected or built.num_annotations_rejected:
         console.warn(
-            f"rejected {built.num_rejected} images and {built.num_annotations_rejected} box files: "
+            f"rejected {_count(built.num_rejected, 'image')} and {_count(built.num_annotations_rejected, 'box file')}: "
             f"reasons in {files.join(output_dir, manifest.REJECTED_NAME)}"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

@@ -230,3 +230,16 @@ def test_command_line_reports_counts(sample_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "images/s" in out.stdout and "rejected" in out.stdout
     assert json.loads((tmp_path / "manifest.json").read_text())["splits"]["train"]["num_shards"] == 2
+
+
+def test_the_records_job_never_imports_tensorflow(sample_dir, tmp_path):
+    """The job runs where TensorFlow is not installed (Dataflow workers, a light launcher)."""
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); from pipeline_util import build_records; "
+        f"build_records({str(sample_dir / 'tars')!r}, {str(tmp_path / 'out')!r}); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+    assert (tmp_path / "out" / "manifest.json").exists()
