@@ -1,7 +1,9 @@
-"""Lets Beam stage this project to remote workers (`--setup_file=./setup.py`).
+"""Lets Beam stage the records job to remote workers when no container image is given
+(`make dataflow` without IMAGE: `--setup_file=./setup.py`).
 
-Dataflow workers install the project (records/, pipeline/, estimator/) and the
-dependencies named in pyproject.toml from this file's directory.
+Workers then install records/ and pipeline/ with pyproject.toml's `dependencies`
+(the records job's, no TensorFlow) at start-up, resolving those ranges
+themselves; the container (Dockerfile, `make dataflow-image`) is the locked path.
 """
 
 import setuptools

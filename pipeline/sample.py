@@ -484,17 +484,6 @@ def generate(
     with open(os.path.join(output_dir, TRUTH_JSON), "w") as f:
         json.dump(truth, f, indent=1)
         f.write("\n")
-    hostile = sum(1 for i in truth["images"] if not i["valid"])
-    logging.info(
-        "wrote %d classes, %d train + %d validation images (%d hostile), %d bbox XML files under %s/{%s}",
-        num_classes,
-        len(train),
-        len(val),
-        hostile,
-        len(annotations.xmls),
-        output_dir,
-        ",".join(LAYOUT_DIRS),
-    )
     return truth
 
 
@@ -589,7 +578,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     options = flags.FLAGS
-    generate(
+    truth = generate(
         options.output_dir,
         options.num_classes,
         options.train_per_class,
@@ -597,6 +586,13 @@ def main(argv: list[str]) -> None:
         options.seed,
         with_quirks=options.quirks,
         imagefolder_per_class=options.imagefolder_per_class,
+    )
+    hostile = sum(1 for i in truth["images"] if not i["valid"])
+    folders = truth[sample_folders.DIR_NAME]
+    print(
+        f"sample written to {options.output_dir}: ImageNet look-alike ({truth['num_classes']} classes, "
+        f"{len(truth['images'])} images, {hostile} hostile) in {', '.join(LAYOUT_DIRS[:3])}; "
+        f"{len(folders['classes'])} image-folder classes ({len(folders['images'])} images) in {LAYOUT_DIRS[3]}/"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -147,31 +148,46 @@ def test_portable_runner_gives_the_same_shards(sample_dir, tmp_path):
         assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "portable" / name).read_bytes()
 
 
-DATAFLOW_DRY_RUN = (
-    "--runner=DataflowRunner",
-    "--dry_run=True",
-    "--no_auth",
-    "--sdk_location=container",
-    "--project=example-project",
-    "--region=us-central1",
-    "--temp_location=gs://example-bucket/tmp",
-)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = "us-central1-docker.pkg.dev/example-project/records/records:1"
+
+
+def _make_dataflow_arguments(**variables) -> list[str]:
+    """The arguments `make dataflow` passes to `python -m pipeline` (make -n: nothing runs)."""
+    command = ["make", "-n", "dataflow", *(f"{k}={v}" for k, v in variables.items())]
+    printed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    words = shlex.split(printed.replace("\\\n", " "))
+    return words[words.index("pipeline", words.index("-m")) + 1 :]
 
 
 @pytest.mark.slow
-def test_dataflow_jobs_translate_offline(sample_dir):
+@pytest.mark.parametrize("image", [IMAGE, ""], ids=["container", "setup.py"])
+def test_make_dataflow_translates_both_jobs_offline(sample_dir, image):
+    arguments = _make_dataflow_arguments(
+        PROJECT="example-project", BUCKET="example-bucket", DATA_DIR="gs://example-bucket/imagenet", IMAGE=image
+    )
+    beam_args = [a for a in arguments if not a.startswith(("--input_dir=", "--output_dir="))]
+    options = PipelineOptions([*beam_args, "--dry_run=True", "--no_auth"])
     plan = layouts.plan(str(sample_dir / "tars"))
-    options, scratch = BuildOptions(), build.Scratch("gs://example-bucket/records")
-    index_job = beam.Pipeline(options=PipelineOptions(list(DATAFLOW_DRY_RUN)))
-    build.index_pipeline(index_job, plan, options, scratch)
-    layout = build.SplitLayout(2, plan.units["train"], (0,) * len(plan.units["train"]), (1,) * 10, tuple(range(10)))
-    writer = build.WriteShard({"train": layout}, plan.synsets, False, options, scratch, scratch.output_dir)
-    write_job = beam.Pipeline(options=PipelineOptions(list(DATAFLOW_DRY_RUN)))
+    scratch = build.Scratch("gs://example-bucket/imagenet/records")
+    index_job = beam.Pipeline(options=options)
+    build.index_pipeline(index_job, plan, BuildOptions(), scratch)
+    layout = build.SplitLayout(2, plan.units["train"], tuple(range(4)), (8,) * 4, (0, 8, 16, 24))
+    writer = build.WriteShard({"train": layout}, plan.synsets, False, BuildOptions(), scratch, scratch.output_dir)
+    write_job = beam.Pipeline(options=options)
     build.write_pipeline(write_job, [("train", 0), ("train", 1)], writer)
     for root, steps in ((index_job, {"SplitBoxes", "Index", "WriteSummaries"}), (write_job, {"WriteShards"})):
         result = root.run()
-        assert steps <= {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
+        pipeline_proto = result.job.proto_pipeline
+        assert steps <= {t.unique_name for t in pipeline_proto.components.transforms.values()}
         assert result.job.proto.type.name == "JOB_TYPE_BATCH"
+        (environment,) = pipeline_proto.components.environments.values()
+        staged = {d.role_payload for d in environment.dependencies}
+        if image:  # the locked container: the project is inside it, nothing staged to install
+            assert image.encode() in environment.payload and not [s for s in staged if b"workflow" in s]
+        else:  # the fallback: Beam's own image, and the project's sdist for workers to install at start-up
+            assert b"beam_python3.11_sdk:2.72.0" in environment.payload
+            assert [s for s in staged if b"workflow.tar.gz" in s]
 
 
 def test_missing_devkit_is_a_clear_error(sample_dir, tmp_path):
