@@ -14,19 +14,18 @@ import time
 from collections.abc import Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import build, layouts
 from pipeline.console import Console
 from pipeline.errors import InputError
 from pipeline.options import BuildOptions
-from records import files, manifest, shards
+from records import files, manifest, shardmap, shards
 
 # Below this many images a local build runs in this process: starting the
 # multi-process runner's workers costs ~4.5 s on 2 cores, more than such a
 # build's whole work (see README, "Speed").
 LOCAL_PARALLEL_MIN_IMAGES = 20_000
-_DIRECT_RUNNERS = (None, "DirectRunner", "direct")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,19 +118,7 @@ def _dir(path: str) -> str:
 def stage_options(beam_args: Sequence[str], num_images: int) -> PipelineOptions:
     """Beam's options as given; on the local runner, unless the user chose its mode, small builds
     run in this process and large ones on every core."""
-    options = PipelineOptions(list(beam_args))
-    given = {a.split("=")[0] for a in beam_args}
-    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS or given & {
-        "--direct_running_mode",
-        "--direct_num_workers",
-    }:
-        return options
-    direct = options.view_as(DirectOptions)
-    if num_images >= LOCAL_PARALLEL_MIN_IMAGES:
-        direct.direct_running_mode, direct.direct_num_workers = "multi_processing", os.cpu_count() or 1
-    else:
-        direct.direct_running_mode, direct.direct_num_workers = "in_memory", 1
-    return options
+    return shardmap.beam_options(beam_args, parallel=num_images >= LOCAL_PARALLEL_MIN_IMAGES)
 
 
 # --- the output directory -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`python -m records inspect|verify RECORDS_DIR [flags]`: look at, or prove, a records build.
+"""`python -m records inspect|verify|adopt RECORDS_DIR [flags]`: look at, prove, or adopt a records build.
 
   inspect  counts per split, shard sizes, class balance, sampled image sizes,
            conversions and rejection reasons; --sheet=FILE.png draws a
@@ -6,9 +6,12 @@
   verify   reads every record of every shard and checks it against the
            contract, synsets.tsv and manifest.json, on all cores (--workers),
            or as a Beam job (--beam, plus any Beam flags such as --runner).
+  adopt    describes shards written by another converter (the reference
+           ImageNet converters): writes their synsets.tsv and manifest.json,
+           into RECORDS_DIR or --out_dir, so that every tool here reads them.
 
 Exit status: 0 all good; 1 verify found problems; 2 nothing to check (bad
-arguments, no build in RECORDS_DIR).
+arguments, no build in RECORDS_DIR, shards that cannot be adopted).
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import warnings
 
 from absl import app, flags
 
+from records import adopt as adopt_lib
 from records import inspect as inspect_lib
 from records import verify as verify_lib
 
-COMMANDS = ("inspect", "verify")
+COMMANDS = ("inspect", "verify", "adopt")
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
     "sample_records",
@@ -37,8 +41,11 @@ flags.DEFINE_integer("sheet_seed", 0, "inspect: which random records the contact
 flags.DEFINE_string(
     "plots", None, "inspect: write PNG plots (images per class, image side lengths) into this directory."
 )
-flags.DEFINE_integer("workers", 0, "verify: processes checking shards in parallel; 0 = one per core.", lower_bound=0)
-flags.DEFINE_bool("beam", False, "verify: run as a Beam job (one element per shard); other flags go to Beam.")
+flags.DEFINE_integer(
+    "workers", 0, "verify, adopt: processes reading shards in parallel; 0 = one per core.", lower_bound=0
+)
+flags.DEFINE_bool("beam", False, "verify, adopt: run as a Beam job (one element per shard); other flags go to Beam.")
+flags.DEFINE_string("out_dir", None, "adopt: write synsets.tsv and manifest.json here instead of beside the shards.")
 flags.DEFINE_integer(
     "max_problems_per_shard",
     verify_lib.DEFAULT_MAX_PROBLEMS_PER_SHARD,
@@ -46,8 +53,6 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 
-# The local Beam default, as for the records job: every core through the multi-process DirectRunner.
-_BEAM_LOCAL_DEFAULTS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 _CANNOT_CHECK = 2
 
 
@@ -65,7 +70,7 @@ def run_inspect(records_dir: str) -> None:
 def run_verify(records_dir: str, beam_args: list[str]) -> int:
     if FLAGS.beam:
         report = verify_lib.verify_with_beam(
-            records_dir, _with_local_defaults(beam_args), max_problems_per_shard=FLAGS.max_problems_per_shard
+            records_dir, beam_args, max_problems_per_shard=FLAGS.max_problems_per_shard
         )
     else:
         report = verify_lib.verify(
@@ -75,37 +80,43 @@ def run_verify(records_dir: str, beam_args: list[str]) -> int:
     return 0 if report.ok else 1
 
 
-def _with_local_defaults(beam_args: list[str]) -> list[str]:
-    if any(a.startswith("--runner") and not a.endswith("DirectRunner") for a in beam_args):
-        return beam_args
-    given = {a.split("=")[0] for a in beam_args}
-    return beam_args + [d for d in _BEAM_LOCAL_DEFAULTS if d.split("=")[0] not in given]
+def run_adopt(records_dir: str, beam_args: list[str]) -> int:
+    built = adopt_lib.adopt(
+        records_dir, FLAGS.out_dir, workers=FLAGS.workers or None, beam_args=beam_args if FLAGS.beam else None
+    )
+    out_dir = FLAGS.out_dir or records_dir
+    splits = ", ".join(f"{split} {stats.num_examples:,} in {stats.num_shards}" for split, stats in built.splits.items())
+    print(f"adopted {records_dir}: {built.num_classes} classes; records in shards: {splits}", flush=True)
+    print(f"  wrote {out_dir}/synsets.tsv and {out_dir}/manifest.json; use --records_dir={out_dir}", flush=True)
+    return 0
 
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] not in COMMANDS:
-        raise app.UsageError(
-            f"usage: python -m records {{{'|'.join(COMMANDS)}}} RECORDS_DIR [flags]; "
-            f"got {' '.join(argv[1:]) or 'nothing'}",
-            exitcode=_CANNOT_CHECK,
+        _cannot(
+            f"usage: python -m records {{{'|'.join(COMMANDS)}}} RECORDS_DIR [flags] (--help lists the flags); "
+            f"got {' '.join(argv[1:]) or 'nothing'}"
         )
     command, records_dir, rest = argv[1], argv[2], argv[3:]
-    if rest and not (command == "verify" and FLAGS.beam):
-        raise app.UsageError(
-            f"unknown arguments {' '.join(rest)} (Beam flags need `verify --beam`); see python -m records --help",
-            exitcode=_CANNOT_CHECK,
-        )
+    if rest and not (command in ("verify", "adopt") and FLAGS.beam):
+        _cannot(f"unknown arguments {' '.join(rest)} (Beam flags need --beam); see python -m records --help")
     std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)  # worker chatter drowns the progress
     try:
         if command == "inspect":
             run_inspect(records_dir)
             status = 0
-        else:
+        elif command == "verify":
             status = run_verify(records_dir, rest)
+        else:
+            status = run_adopt(records_dir, rest)
     except (FileNotFoundError, ValueError) as error:  # no build there, or its metadata is unusable
-        print(f"cannot {command} {records_dir}: {error}", file=sys.stderr)
-        status = _CANNOT_CHECK
+        _cannot(f"cannot {command} {records_dir}: {error}")
     sys.exit(status)
+
+
+def _cannot(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(_CANNOT_CHECK)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

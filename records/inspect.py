@@ -75,7 +75,7 @@ def summarize(records_dir: str, sample_records: int = DEFAULT_SAMPLE_RECORDS) ->
     rejected = _read_rejected_or_none(records_dir)
     splits = []
     for split, stats in sorted(built.splits.items(), key=lambda kv: _split_order(kv[0])):
-        sample = sample_split(records_dir, split, stats.num_shards, sample_records)
+        sample = sample_split(built.shards_location(records_dir), split, stats.num_shards, sample_records)
         reasons = None if rejected is None else [r[2] for r in rejected if r[0] == split]
         splits.append(_summarize_split(split, stats, table, sample, reasons))
     annotation_reasons = None if rejected is None else [r[2] for r in rejected if r[0] not in built.splits]
@@ -89,7 +89,7 @@ def summarize(records_dir: str, sample_records: int = DEFAULT_SAMPLE_RECORDS) ->
     )
 
 
-def sample_split(records_dir: str, split: str, num_shards: int, count: int) -> list[features.ImageRecord]:
+def sample_split(shards_dir: str, split: str, num_shards: int, count: int) -> list[features.ImageRecord]:
     """Up to `count` records, the first few of evenly spaced shards.
 
     A damaged record ends the read of its shard with a warning (verify names
@@ -102,11 +102,10 @@ def sample_split(records_dir: str, split: str, num_shards: int, count: int) -> l
     per_shard = math.ceil(count / num_chosen)
     records: list[features.ImageRecord] = []
     for index in chosen:
-        path = files.join(records_dir, shards.shard_name(split, index, num_shards))
+        path = files.join(shards_dir, shards.shard_name(split, index, num_shards))
         if not files.exists(path):
             raise FileNotFoundError(
-                f"{path} is listed in manifest.json but missing; "
-                f"run `python -m records verify {records_dir}` and rebuild the records"
+                f"{path} is listed in manifest.json but missing; run `python -m records verify` and rebuild the records"
             )
         wanted = min(per_shard, count - len(records))
         try:

@@ -20,23 +20,18 @@ the per-shard, per-class and rejected counts agree with it.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import io
-import json
-import multiprocessing
 import os
 import posixpath
-import tempfile
 import time
-import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from absl import logging
 from PIL import Image
 
-from records import features, files, images, manifest, shards, tfrecord, wire
+from records import features, files, images, manifest, shardmap, shards, tfrecord, wire
 from records.synsets import SynsetTable
 
 DEFAULT_MAX_PROBLEMS_PER_SHARD = 20
@@ -240,66 +235,29 @@ def verify(
     plan = _plan(records_dir)
     workers = workers or os.cpu_count() or 1
     logging.info("verifying %d shards of %s with %d workers", len(plan.shard_paths), records_dir, workers)
-    reports = _with_progress(
-        _run_local(plan, workers, max_problems_per_shard), len(plan.shard_paths), started, progress_every_secs
+    checked = shardmap.map_local(
+        verify_shard, plan.shard_paths, workers, table=plan.table, max_problems=max_problems_per_shard
     )
+    reports = _with_progress(checked, len(plan.shard_paths), started, progress_every_secs)
     return _combine(plan, reports, time.monotonic() - started)
 
 
 def verify_with_beam(
     records_dir: str, beam_args: Sequence[str], *, max_problems_per_shard: int = DEFAULT_MAX_PROBLEMS_PER_SHARD
 ) -> Report:
-    """The same checks as a Beam job: one element per shard, reports combined here.
-
-    The combined per-shard reports come back through a JSON file under the
-    job's --temp_location (the local temp dir if none is given), the one
-    place both the workers and this process can reach.
-    """
-    import apache_beam as beam  # only this path needs Beam; records/ must import without it
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
-
+    """The same checks as a Beam job: one element per shard, reports combined here."""
     started = time.monotonic()
     plan = _plan(records_dir)
-    options = PipelineOptions(list(beam_args))
-    scratch = options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
-    report_path = posixpath.join(scratch, f"records-verify-{uuid.uuid4().hex}.json")
     logging.info("verifying %d shards of %s as a Beam job", len(plan.shard_paths), records_dir)
-    with beam.Pipeline(options=options) as root:
-        _ = (
-            root
-            | "Shards" >> beam.Create(list(plan.shard_paths))
-            | "Spread" >> beam.Reshuffle()
-            | "Verify" >> beam.Map(verify_shard, plan.table, max_problems=max_problems_per_shard)
-            | "ToDict" >> beam.Map(dataclasses.asdict)
-            | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.Map(_write_json, report_path)
-        )
-    reports = [_shard_report_from_dict(d) for d in json.loads(files.read_text(report_path))]
-    files.remove([report_path])
+    raw = shardmap.map_with_beam(
+        _verify_shard_as_dict, plan.shard_paths, beam_args, table=plan.table, max_problems=max_problems_per_shard
+    )
+    reports = [ShardReport(**{**r, "problems": tuple(r["problems"])}) for r in raw]
     return _combine(plan, reports, time.monotonic() - started)
 
 
-def _write_json(value, path: str) -> None:
-    files.write_atomically(path, json.dumps(value))
-
-
-def _shard_report_from_dict(raw: dict) -> ShardReport:
-    return ShardReport(**{**raw, "problems": tuple(raw["problems"])})
-
-
-def _run_local(plan: _Plan, workers: int, max_problems: int) -> Iterator[ShardReport]:
-    paths = plan.shard_paths
-    if workers <= 1 or len(paths) <= 1:
-        for path in paths:
-            yield verify_shard(path, plan.table, max_problems=max_problems)
-        return
-    # forkserver, not fork: the caller may hold TensorFlow threads and locks a fork would copy mid-use.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with concurrent.futures.ProcessPoolExecutor(min(workers, len(paths)), mp_context=context) as pool:
-        futures = [pool.submit(verify_shard, path, plan.table, max_problems=max_problems) for path in paths]
-        for future in concurrent.futures.as_completed(futures):
-            yield future.result()
+def _verify_shard_as_dict(path: str, table: SynsetTable, max_problems: int) -> dict:
+    return dataclasses.asdict(verify_shard(path, table, max_problems=max_problems))
 
 
 def _with_progress(reports: Iterable[ShardReport], total: int, started: float, every_secs: float) -> list[ShardReport]:
