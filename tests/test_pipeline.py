@@ -259,3 +259,34 @@ def test_the_records_job_never_imports_tensorflow(sample_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_build_options_reach_the_records(sample_dir, sample_truth, tmp_path):
+    """--resize_max_side, --synsets_file and --val_labels_file, through the whole job."""
+    wnids = [c["wnid"] for c in sample_truth["classes"]]
+    class_list = tmp_path / "classes.txt"
+    class_list.write_text("\n".join(reversed(wnids)) + "\n")  # an explicit list: its order decides the labels
+    labels = tmp_path / "labels.csv"
+    shutil.copy(sample_dir / "kaggle" / "LOC_val_solution.csv", labels)
+    out = tmp_path / "out"
+    built = build_records(
+        sample_dir / "folders", out, resize_max_side=64, synsets_file=str(class_list), val_labels_file=str(labels)
+    )
+    table = synsets.SynsetTable.read_tsv(str(out / manifest.SYNSETS_NAME))
+    assert list(table.synsets) == list(reversed(wnids))
+    truth = {(i["split"], i["name"]): i for i in sample_truth["images"]}
+    for split, by_name in _records_by_name(out).items():
+        for name, record in by_name.items():
+            assert max(record.width, record.height) <= 64, name
+            assert record.synset == truth[split, name]["wnid"] and record.label == table.label_of(record.synset)
+    assert built.options["resize_max_side"] == 64 and built.options["synsets_file"] == str(class_list)
+
+
+def test_header_validation_trusts_a_parsable_header(sample_dir, sample_truth, tmp_path):
+    """The documented trade-off of --validate=header: a JPEG cut mid-scan gets through; decode stops it."""
+    cut = {i["name"] for i in sample_truth["images"] if i["kind"] == "truncated"}
+    header = build_records(sample_dir / "tars", tmp_path / "header", validate="header")
+    decode = build_records(sample_dir / "tars", tmp_path / "decode")
+    written = {n for split in _records_by_name(tmp_path / "header").values() for n in split}
+    assert cut and cut <= written
+    assert header.num_rejected == decode.num_rejected - len(cut)
