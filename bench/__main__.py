@@ -24,6 +24,8 @@ from bench import Figure
 # Section name -> module with run(workdir) -> list[Figure], in the order they run.
 SECTIONS = {
     "records": "bench.records_bench",
+    "scale": "bench.scale_bench",
+    "resume": "bench.resume_bench",
     "train": "bench.train_bench",
     "verify": "bench.verify_bench",
     "predict": "bench.predict_bench",

@@ -1,0 +1,127 @@
+"""Full ImageNet on one machine: the records job's per-image machinery and memory, at two sizes.
+
+Tiny JPEGs (16-24 px) make validation nearly free, so what is left is the
+job's own cost per image: tar indexing, reads, the header check, Example
+encoding, framing, writing. Two sizes (default 1,400 and 121,000 images),
+--validate=header, 64 + 8 shards at both:
+  * fixed cost: the small build's whole wall time (target <= 8 s);
+  * marginal images/s between the sizes (target >= 10,000);
+  * peak RSS of the largest process at both sizes, and their ratio
+    (target <= 1.15: memory does not grow with the number of images).
+Each beside the plain converter (bench/records_bench.py) on the same data in
+the same mode. The ImageNet projection in README's speed table is
+1.33 M / marginal rate + fixed cost.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags, logging
+
+from bench import Figure, data, process, records_bench
+from bench.process import MB
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("scale_sizes", ["1400", "121000"], "Two sizes (images, train + val) of tiny JPEGs.")
+flags.DEFINE_integer("scale_repeats", 2, "Runs of each measurement; the fastest counts.", lower_bound=1)
+
+SHARDS = (64, 8)
+MODE = "header"
+TARGET_FIXED_S = 8.0
+TARGET_IMAGES_PER_S = 10_000.0
+TARGET_LARGEST_RSS_GROWTH = 1.15
+IMAGENET_IMAGES = 1_281_167 + 50_000
+
+
+def run(workdir: str) -> list[Figure]:
+    small, large = sorted(int(n) for n in FLAGS.scale_sizes)
+    root = os.path.join(workdir, "scale")
+    datasets = {
+        n: data.ensure_dataset(os.path.join(root, "data"), n, side_range=data.TINY_SIDE_RANGE) for n in (small, large)
+    }
+    logs = os.path.join(root, "logs")
+    os.makedirs(logs, exist_ok=True)
+    out = os.path.join(root, "records-out")
+    runs: dict[tuple[str, int], list] = {}
+    for repeat in range(FLAGS.scale_repeats):
+        for n, dataset in datasets.items():
+            log = os.path.join(logs, f"{n}-{repeat}")
+            job = records_bench.run_pipeline(dataset, MODE, out, f"{log}-job.log", shards=SHARDS)
+            baseline = records_bench.run_baseline(dataset, MODE, out, f"{log}-baseline.log")
+            for subject, measured in (("job", job), ("baseline", baseline)):
+                logging.info(
+                    "scale %s, %d images: %.1fs wall, largest process %.0f MB",
+                    subject,
+                    n,
+                    measured.wall_s,
+                    measured.peak_single_rss / MB,
+                )
+                runs.setdefault((subject, n), []).append(measured)
+    summary = {key: process.summarise(value) for key, value in runs.items()}
+    return figures(summary, small, large)
+
+
+def figures(summary: dict, small: int, large: int) -> list[Figure]:
+    job_s, job_l = summary[("job", small)], summary[("job", large)]
+    base_s, base_l = summary[("baseline", small)], summary[("baseline", large)]
+    rate, low, high = process.marginal(job_s, job_l)
+    base_rate = process.marginal(base_s, base_l)[0]
+    fixed = process.fixed_cost_s(job_s, rate)
+    growth = job_l.peak_single_rss / job_s.peak_single_rss
+    prefix = f"records at scale, tiny JPEGs, --validate={MODE}, {SHARDS[0]}+{SHARDS[1]} shards"
+    return [
+        Figure(
+            f"{prefix}: wall time, {small} images",
+            job_s.wall_s,
+            "s",
+            records_bench.BASELINE,
+            base_s.wall_s,
+            target=TARGET_FIXED_S,
+            lower_is_better=True,
+            low=min(job_s.walls),
+            high=max(job_s.walls),
+            note=f"whole process, start-up included; {process.walls_note(job_s)}",
+        ),
+        Figure(
+            f"{prefix}: marginal throughput {small}->{large} images",
+            rate,
+            "images/s",
+            records_bench.BASELINE,
+            base_rate,
+            target=TARGET_IMAGES_PER_S,
+            low=low,
+            high=high,
+            note=f"(kN - N) / (t_kN - t_N), fastest of {len(job_s.walls)} runs; CPU ceiling "
+            f"{process.ceiling(job_s, job_l):,.0f} images/s; projected ImageNet-1k ({IMAGENET_IMAGES:,} "
+            f"images, 2 cores): {IMAGENET_IMAGES / rate + fixed:,.0f} s",
+        ),
+        Figure(
+            f"{prefix}: largest process peak RSS, {small} images",
+            job_s.peak_single_rss / MB,
+            "MB",
+            records_bench.BASELINE,
+            base_s.peak_single_rss / MB,
+            lower_is_better=True,
+            note=process.memory_note(job_s),
+        ),
+        Figure(
+            f"{prefix}: largest process peak RSS, {large} images",
+            job_l.peak_single_rss / MB,
+            "MB",
+            records_bench.BASELINE,
+            base_l.peak_single_rss / MB,
+            lower_is_better=True,
+            note=process.memory_note(job_l),
+        ),
+        Figure(
+            f"{prefix}: largest process peak RSS growth {small}->{large} images",
+            growth,
+            "x",
+            records_bench.BASELINE,
+            base_l.peak_single_rss / base_s.peak_single_rss,
+            target=TARGET_LARGEST_RSS_GROWTH,
+            lower_is_better=True,
+            note=f"tree memory growth {job_l.peak_tree / job_s.peak_tree:.2f}x",
+        ),
+    ]
