@@ -67,14 +67,22 @@ class Scratch:
         return files.join(self.root, "units.json")
 
     @property
-    def boxes_dir(self) -> str:
+    def boxes_dir(self) -> str:  # the bbox tarball, split per unit
         return files.join(self.root, "boxes")
 
+    @property
+    def index_dir(self) -> str:  # one index file per unit
+        return files.join(self.root, "index")
+
+    @property
+    def results_dir(self) -> str:  # one result per finished shard
+        return files.join(self.root, "shards")
+
     def index_path(self, split: str, position: int) -> str:
-        return files.join(self.root, "index", f"{split}-{position:05d}.idx")
+        return files.join(self.index_dir, f"{split}-{position:05d}.idx")
 
     def result_path(self, shard: str) -> str:
-        return files.join(self.root, "shards", f"{shard}.json")
+        return files.join(self.results_dir, f"{shard}.json")
 
 
 # --- 1. index -------------------------------------------------------------------------
@@ -465,7 +473,7 @@ def write_pipeline(root: beam.Pipeline, todo: Sequence[tuple[str, int]], shard_w
 def shards_to_write(output_dir: str, scratch: Scratch, num_shards: Mapping[str, int]) -> list[tuple[str, int]]:
     """Every shard that is not finished: a finished one has its final file and its result."""
     done_shards = set(files.match(output_dir, "*-?????-of-?????"))
-    done_results = set(files.match(files.join(scratch.root, "shards"), "*.json"))
+    done_results = set(files.match(scratch.results_dir, "*.json"))
     todo = []
     for split, count in sorted(num_shards.items()):
         for shard_index in range(count):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -70,9 +69,7 @@ def run(request: Request, console: Console) -> manifest.Manifest:
 def _index(plan: layouts.Plan, request: Request, scratch: build.Scratch, console: Console) -> None:
     units = sum(len(u) for u in plan.units.values())
     options = stage_options(request.beam_args, num_images=0)
-    with console.progress(
-        "indexing", units, "units", lambda: len(files.match(_dir(scratch.index_path("x", 0)), "*.idx"))
-    ):
+    with console.progress("indexing", units, "units", lambda: len(files.match(scratch.index_dir, "*.idx"))):
         root = beam.Pipeline(options=options)
         build.index_pipeline(root, plan, request.options, scratch)
         root.run().wait_until_finish()
@@ -100,7 +97,7 @@ class _ResultCounter:
     """Images written or rejected so far, from the shards' result files (each read once)."""
 
     def __init__(self, scratch: build.Scratch):
-        self._dir = _dir(scratch.result_path("x"))
+        self._dir = scratch.results_dir
         self._seen: dict[str, int] = {}
 
     def images_done(self) -> int:
@@ -109,10 +106,6 @@ class _ResultCounter:
                 result = json.loads(files.read_text(files.join(self._dir, name)))
                 self._seen[name] = result["num_examples"] + len(result["rejected"])
         return sum(self._seen.values())
-
-
-def _dir(path: str) -> str:
-    return path.rsplit("/", 1)[0] if files.is_remote(path) else os.path.dirname(path)
 
 
 def stage_options(beam_args: Sequence[str], num_images: int) -> PipelineOptions:
@@ -148,6 +141,8 @@ def prepare_output(output_dir: str, scratch: build.Scratch, key: dict, *, overwr
         _check_same_build(scratch, key)
         _remove_temporaries(output_dir, scratch)
         return True
+    elif resume and finished:
+        raise InputError(f"--resume: the build in {output_dir} is complete; there is nothing to resume")
     elif unfinished:
         raise InputError(
             f"{output_dir} holds an unfinished build (interrupted?): rerun with --resume to finish it, "
@@ -175,8 +170,9 @@ def _check_same_build(scratch: build.Scratch, key: dict) -> None:
 
 
 def _remove_build(output_dir: str, scratch: build.Scratch) -> None:
-    names = [*(files.match(output_dir, shards.shard_pattern(split)) for split in shards.SPLITS)]
-    doomed = [files.join(output_dir, n) for found in names for n in found]
+    doomed = [
+        files.join(output_dir, n) for s in shards.SPLITS for n in files.match(output_dir, shards.shard_pattern(s))
+    ]
     doomed += [
         files.join(output_dir, n) for n in (manifest.MANIFEST_NAME, manifest.SYNSETS_NAME, manifest.REJECTED_NAME)
     ]
@@ -187,7 +183,7 @@ def _remove_build(output_dir: str, scratch: build.Scratch) -> None:
 
 def _remove_temporaries(output_dir: str, scratch: build.Scratch) -> None:
     """Half-written files of a killed build: never read, since only complete files are renamed into place."""
-    for directory in (output_dir, _dir(scratch.index_path("x", 0)), _dir(scratch.result_path("x")), scratch.root):
+    for directory in (output_dir, scratch.root, scratch.index_dir, scratch.results_dir, scratch.boxes_dir):
         files.remove([files.join(directory, n) for n in files.match(directory, f"*{files.TEMP_MARKER}*")])
 
 
