@@ -134,24 +134,28 @@ class IndexUnit(beam.DoFn):
         if unit.holdout:
             labelled = _apply_holdout(unit, labelled)
         boxes, summary["box_rejected"] = self._boxes(unit)
-        entries = sorted(
-            (
-                index.Entry(
-                    entry.inside,
-                    entry.offset,
-                    entry.size,
-                    label,
-                    index.order_key(self._options.seed, split, unit.image_path(entry.inside)),
-                    boxes.get(boxes_lib.join_key(entry.inside), ()),
-                )
-                for entry, label in labelled
-            ),
-            key=lambda e: (e.key, e.inside),
-        )
+        entries = self._ordered(unit, labelled, boxes)
         index.write(self._scratch.index_path(split, position), entries)
         summary["count"] = len(entries)
         summary["class_counts"] = dict(collections.Counter(self._plan.synsets.synset_of(e.label) for e in entries))
         yield summary
+
+    def _ordered(
+        self, unit: Unit, labelled: list[tuple[index.Entry, int]], boxes: boxes_lib.Boxes
+    ) -> list[index.Entry]:
+        """The unit's index entries, with their labels and boxes, in the order of their keyed hash."""
+        entries = [
+            index.Entry(
+                entry.inside,
+                entry.offset,
+                entry.size,
+                label,
+                index.order_key(self._options.seed, unit.split, unit.image_path(entry.inside)),
+                boxes.get(boxes_lib.join_key(entry.inside), ()),
+            )
+            for entry, label in labelled
+        ]
+        return sorted(entries, key=lambda e: (e.key, e.inside))
 
     def _labelled(self, unit: Unit, found: list[index.Entry], rejected: list) -> list[tuple[index.Entry, int]]:
         """(entry, label) pairs; an image without a label is added to `rejected`."""
@@ -195,14 +199,13 @@ def _images_of(unit: Unit, listing: list[index.Entry], skipped: _Skipped) -> lis
     hold a path twice; the later copy is the one extraction would leave, so it wins)."""
     by_path: dict[str, index.Entry] = {}
     for entry in listing:
-        where = _entry_source(unit, entry)
         if layouts.is_hidden(entry.inside):
-            skipped.add("hidden", where)
+            skipped.add("hidden", _entry_source(unit, entry))
         elif not layouts.is_image_name(entry.inside):
-            skipped.add("not an image", where)
+            skipped.add("not an image", _entry_source(unit, entry))
         else:
             if entry.inside in by_path:
-                skipped.add("duplicate", where)
+                skipped.add("duplicate", _entry_source(unit, entry))
             by_path[entry.inside] = entry
     return list(by_path.values())
 
