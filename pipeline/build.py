@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import operator
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -155,7 +156,7 @@ class IndexUnit(beam.DoFn):
             )
             for entry, label in labelled
         ]
-        return sorted(entries, key=lambda e: (e.key, e.inside))
+        return sorted(entries, key=operator.attrgetter("key", "inside"))
 
     def _labelled(self, unit: Unit, found: list[index.Entry], rejected: list) -> list[tuple[index.Entry, int]]:
         """(entry, label) pairs; an image without a label is added to `rejected`."""

@@ -77,17 +77,18 @@ def held_out(image_paths: Sequence[str], fraction: float, seed: int) -> set[int]
 def write(path: str, entries: Iterable[Entry]) -> int:
     """Writes a unit's index (entries already in their final order); returns the row count."""
     entries = list(entries)
+    encoded_paths = [entry.inside.encode("utf-8") for entry in entries]
+    box_counts = [len(entry.boxes) for entry in entries]
     rows = np.zeros(len(entries), ROW)
-    encoded_paths, boxes = [], []
-    path_start = 0
-    for row, entry in zip(rows, entries):
-        encoded = entry.inside.encode("utf-8")
-        row["key"], row["label"], row["offset"], row["size"] = entry.key, entry.label, entry.offset, entry.size
-        row["path_start"], row["path_length"] = path_start, len(encoded)
-        row["box_start"], row["box_count"] = len(boxes), len(entry.boxes)
-        encoded_paths.append(encoded)
-        boxes.extend(entry.boxes)
-        path_start += len(encoded)
+    rows["key"] = [entry.key for entry in entries]
+    rows["label"] = [entry.label for entry in entries]
+    rows["offset"] = [entry.offset for entry in entries]
+    rows["size"] = [entry.size for entry in entries]
+    rows["path_length"] = [len(p) for p in encoded_paths]
+    rows["path_start"] = np.cumsum(rows["path_length"], dtype=np.uint64) - rows["path_length"]
+    rows["box_count"] = box_counts
+    rows["box_start"] = np.cumsum(box_counts, dtype=np.uint64) - rows["box_count"]
+    boxes = [box for entry in entries for box in entry.boxes]
     blob = b"".join(encoded_paths)
     header = MAGIC + _HEADER.pack(len(rows), len(blob), len(boxes))
     box_bytes = np.asarray(boxes, "<f4").reshape(-1, 4).tobytes()

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from apache_beam.io.filesystems import FileSystems
 
 BLOCK = 512
+_END_BLOCK = bytes(BLOCK)  # the end-of-archive marker is zero-filled blocks
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
 _GNU_LONG_NAME, _PAX_HEADER, _PAX_GLOBAL = b"L", b"x", b"g"
 _POSIX_MAGIC = b"ustar\x0000"
@@ -64,9 +65,8 @@ class _Header:
         self.name = name
 
     def checksum_ok(self) -> bool:
-        stored = _number(self.block[148:156])
-        unsigned = sum(self.block[:148]) + 8 * 0x20 + sum(self.block[156:])
-        return stored == unsigned
+        field = self.block[148:156]
+        return _number(field) == sum(self.block) - sum(field) + 8 * 0x20  # the field counts as spaces
 
 
 def _number(field: bytes) -> int:
@@ -103,7 +103,7 @@ def _list(file: BinaryIO, start: int, size: int, origin: str) -> Listing:
         block = _read(file, position, BLOCK)
         if len(block) < BLOCK:
             break
-        if block == bytes(BLOCK):  # the end-of-archive marker
+        if block == _END_BLOCK:
             return Listing(tuple(members), complete=True)
         header = _Header(block)
         if not header.checksum_ok():
