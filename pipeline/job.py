@@ -13,7 +13,6 @@ import time
 from collections.abc import Mapping, Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import build, layouts
 from pipeline.console import Console
@@ -21,10 +20,12 @@ from pipeline.errors import InputError
 from pipeline.options import BuildOptions
 from records import files, manifest, shardmap, shards
 
-# Below this many images a local build runs in this process: starting the
-# multi-process runner's workers costs ~4.5 s on 2 cores, more than such a
-# build's whole work (see README, "Speed").
-LOCAL_PARALLEL_MIN_IMAGES = 20_000
+# Starting the multi-process runner's workers costs ~4.5 s on 2 cores, so a
+# local build runs in this process unless its single-core work is estimated
+# at twice that. One core's seconds per image, measured by `make bench` on
+# 300-500 px JPEGs (README, "Speed").
+WORKER_START_S = 4.5
+SECONDS_PER_IMAGE = {"decode": 1.0e-3, "header": 0.1e-3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,7 @@ def run(request: Request, console: Console) -> manifest.Manifest:
 
 def _index(plan: layouts.Plan, request: Request, scratch: build.Scratch, console: Console) -> None:
     units = sum(len(u) for u in plan.units.values())
-    options = stage_options(request.beam_args, num_images=0)
+    options = shardmap.beam_options(request.beam_args, parallel=False)
     with console.progress("indexing", units, "units", lambda: len(files.match(scratch.index_dir, "*.idx"))):
         root = beam.Pipeline(options=options)
         build.index_pipeline(root, plan, request.options, scratch)
@@ -88,7 +89,8 @@ def _write(plan, request: Request, scratch: build.Scratch, summaries, counts, nu
     total = sum(counts.values())
     results = _ResultCounter(scratch)
     with console.progress("writing shards", total, "images", results.images_done):
-        root = beam.Pipeline(options=stage_options(request.beam_args, num_images=total))
+        work_s = total * SECONDS_PER_IMAGE[request.options.validate]
+        root = beam.Pipeline(options=shardmap.beam_options(request.beam_args, parallel=work_s >= 2 * WORKER_START_S))
         build.write_pipeline(root, todo, writer)
         root.run().wait_until_finish()
 
@@ -106,12 +108,6 @@ class _ResultCounter:
                 result = json.loads(files.read_text(files.join(self._dir, name)))
                 self._seen[name] = result["num_examples"] + len(result["rejected"])
         return sum(self._seen.values())
-
-
-def stage_options(beam_args: Sequence[str], num_images: int) -> PipelineOptions:
-    """Beam's options as given; on the local runner, unless the user chose its mode, small builds
-    run in this process and large ones on every core."""
-    return shardmap.beam_options(beam_args, parallel=num_images >= LOCAL_PARALLEL_MIN_IMAGES)
 
 
 # --- the output directory -------------------------------------------------------------
