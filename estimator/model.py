@@ -254,15 +254,18 @@ def _training_summaries(
 
 
 def _training_hooks(
-    params: dict[str, Any], config: tf.estimator.RunConfig, loss: tf.Tensor, learning_rate: tf.Tensor
+    params: dict[str, Any], config: tf.estimator.RunConfig, cross_entropy: tf.Tensor, learning_rate: tf.Tensor
 ) -> list[tf.estimator.SessionRunHook]:
+    """Model statistics, and progress lines whose loss is the cross-entropy: weight decay
+    (about 2 at initialisation) would hide what the model learnt, and the evaluation's
+    loss is the cross-entropy too."""
     return [
         hooks.ModelStats(config.model_dir, config.is_chief),
         hooks.ExamplesPerSecond(
             batch_size=params["batch_size"],
             every_n_steps=params["log_every_n_steps"],
             total_steps=params["train_steps"],
-            loss=loss,
+            loss=cross_entropy,
             learning_rate=learning_rate,
             output_dir=config.model_dir,
         ),
@@ -313,6 +316,6 @@ def model_fn(features, labels, mode: str, params: dict[str, Any], config: tf.est
         mode,
         loss=losses.total,
         train_op=train_op,
-        training_hooks=_training_hooks(params, config, losses.total, learning_rate),
+        training_hooks=_training_hooks(params, config, losses.cross_entropy, learning_rate),
         scaffold=scaffold,
     )
