@@ -2,8 +2,9 @@
 
 ModelStats records what the model costs (parameters, MACs per layer) next to
 its checkpoints, computed from the very graph being trained; ExamplesPerSecond
-reports throughput in the unit people compare (images/s, not steps/s) and how
-long the run has left.
+is the console's progress line: loss, learning rate, throughput in the unit
+people compare (images/s, not steps/s) and how long the run has left;
+AfterSessionCreated writes the model_dir's own files once the model exists.
 """
 
 from __future__ import annotations

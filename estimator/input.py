@@ -42,8 +42,8 @@ def split_files(records_dir: str, split: str) -> SplitFiles:
     checked to be there at the size they were written, with none left from another build.
 
     Raises FileNotFoundError / ValueError in one line naming the shard (or the
-    directory) and the fix, so the CLI fails before TF builds anything. One
-    directory listing, no reads: a shard cut short at a record boundary would
+    directory) and the fix, so the CLI fails before TF builds anything. Costs
+    directory listings, no reads: a shard cut short at a record boundary would
     otherwise read as a valid, smaller split.
     """
     build = manifest.read_manifest(records_dir)

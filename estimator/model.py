@@ -1,10 +1,13 @@
 """model_fn: the network plus everything around it that makes it an ImageNet model.
 
-Loss (cross-entropy, label smoothing, weight decay on kernels only), the
-learning-rate schedule, momentum SGD with batch-norm updates, metrics,
-summaries, predictions, hooks and the fine-tuning Scaffold. Mean/std
-normalisation happens here, once, so the input_fn, the numpy prediction path
-and the exported model (which all hand over 0..255 pixels) cannot differ.
+DEFAULT_PARAMS is the one home of the training defaults (the trainer's options
+and flags take theirs from it) and make_params checks a set of params as the
+flags that set them. model_fn adds the loss (cross-entropy, label smoothing,
+weight decay on kernels only), the learning-rate schedule, momentum SGD with
+batch-norm updates, metrics, summaries, predictions, hooks and the fine-tuning
+Scaffold. Mean/std normalisation happens here, once, so the input_fn, the
+numpy prediction path and the exported model (which all hand over 0..255
+pixels) cannot differ.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def peak_learning_rate(base_learning_rate: float, batch_size: int) -> float:
     scaling is what keeps larger batches on it (Goyal et al., up to 8k images).
     Scaling *down* for small batches too left short runs barely learning:
     300 steps of 32 images at 64 px on the 10-class sample reached top-1 0.43
-    with 0.0125 (0.1 x 32/256) against 0.91 with 0.1, and fine-tuning onto new
+    with 0.0125 (0.1 x 32/256) against 0.92 with 0.1, and fine-tuning onto new
     classes reached 0.98 with either (README, "Defaults").
     """
     return base_learning_rate * max(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH
