@@ -283,7 +283,7 @@ def run(options: TrainOptions) -> dict[str, Any]:
     if not plan.role.is_chief:
         logging.info("%s done; the chief evaluates and writes %s", plan.role.name, model_dir_lib.METRICS_NAME)
         return {}
-    return _write_final_metrics(options.model_dir, metrics, plan.validation_examples)
+    return _write_final_metrics(options.records_dir, options.model_dir, metrics, plan.validation_examples)
 
 
 def _train_and_evaluate(estimator: tf.estimator.Estimator, options: TrainOptions, plan: Plan) -> dict[str, Any] | None:
@@ -440,16 +440,19 @@ class _EvaluationReporter(tf.estimator.Exporter):
             logging.info(_describe(_final_metrics(eval_result)))
 
 
-def _write_final_metrics(model_dir: str, evaluation: dict[str, Any], validation_examples: int) -> dict[str, Any]:
+def _write_final_metrics(
+    records_dir: str, model_dir: str, evaluation: dict[str, Any], validation_examples: int
+) -> dict[str, Any]:
     final = _final_metrics(evaluation)
     logging.info(_describe(final))
     if final["num_examples"] != validation_examples:
         logging.warning(
             "the evaluation saw %d of the %d validation images manifest.json lists: %d could not be decoded "
-            "(TensorFlow's warnings above name them); `python -m records verify` checks every image of the build",
+            "and were skipped; `python -m records verify %s` names them",
             final["num_examples"],
             validation_examples,
             validation_examples - final["num_examples"],
+            records_dir,
         )
     path = model_dir_lib.write_metrics(model_dir, final)
     logging.info("wrote %s; checkpoints and TensorBoard events in %s", path, model_dir)

@@ -1,9 +1,11 @@
 """estimator/train.py end to end: learning, resuming, fine-tuning, distribution, and the CLI's errors."""
 
 import csv
+import dataclasses
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from records_util import cut_last_record, flip_byte, write_records_dir
+from records_util import cut_last_record, flip_byte, make_records, replace_split, write_records_dir
 
 from estimator import finetune, predict, stats, train
 from estimator import model_dir as model_dir_lib
@@ -270,7 +272,12 @@ QUICK_FLAGS = ["--image_size=32", "--batch_size=8", "--nosave_graph_def", "--shu
 
 
 @pytest.mark.slow
-def test_cli_console_is_a_header_progress_evaluation_and_where_things_went(records_dir, tmp_path):
+def test_cli_console_is_a_header_progress_evaluation_and_where_things_went(tmp_path):
+    records_dir = tmp_path / "records"
+    write_records_dir(records_dir, num_classes=3, train_per_class=8, validation_per_class=4, validation_shards=1)
+    validation = make_records("validation", 3, 4, seed=0)
+    validation[5] = dataclasses.replace(validation[5], encoded=validation[5].encoded[:200] + b"\0" * 300)
+    replace_split(records_dir, "validation", validation, 1)  # one image TensorFlow cannot decode
     model_dir = tmp_path / "model"
     result = _cli(
         f"--records_dir={records_dir}",
@@ -281,21 +288,24 @@ def test_cli_console_is_a_header_progress_evaluation_and_where_things_went(recor
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == ""
-    lines = [line.split(" ", 1)[1] for line in result.stderr.splitlines()]  # without the time
-    assert lines[0] == f"training sqnxt_1_0_23 at 32x32 px on {NUM_CLASSES} classes from {records_dir}"
-    assert lines[1] == f"  4 steps of 8 images = 0.2 epochs of {24 * NUM_CLASSES}; 1 replica"
+    # Our lines, without their time; libjpeg prints its own complaint about the broken image, untimed.
+    lines = [line[9:] for line in result.stderr.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+    assert lines[0] == f"training sqnxt_1_0_23 at 32x32 px on 3 classes from {records_dir}"
+    assert lines[1] == "  4 steps of 8 images = 1.3 epochs of 24; 1 replica"
     assert lines[2] == "  learning rate 0.1, 0 warmup steps, poly decay; batch norm momentum 0.9"
     assert lines[3] == f"  model_dir: {model_dir} (TensorBoard: tensorboard --logdir={model_dir})"
     assert lines[4].startswith("Model: 0.59") and "model_stats.csv" in lines[4]
     assert [line.split(":")[0] for line in lines[5:7]] == ["step 2/4", "step 4/4"]
     assert ", lr " in lines[5] and " images/s, ETA " in lines[5]
-    assert lines[7].startswith("evaluation at step 4: top-1 ") and lines[7].endswith(
-        f"over {6 * NUM_CLASSES} validation images"
+    assert lines[7].startswith("evaluation at step 4: top-1 ") and lines[7].endswith("over 11 validation images")
+    assert lines[8] == (
+        "WARNING: the evaluation saw 11 of the 12 validation images manifest.json lists: 1 could not be decoded "
+        f"and were skipped; `python -m records verify {records_dir}` names them"
     )
     assert (
-        lines[8] == f"wrote {model_dir / model_dir_lib.METRICS_NAME}; checkpoints and TensorBoard events in {model_dir}"
+        lines[9] == f"wrote {model_dir / model_dir_lib.METRICS_NAME}; checkpoints and TensorBoard events in {model_dir}"
     )
-    assert len(lines) == 9
+    assert len(lines) == 10
     for noise in ("Calling model_fn", "oneDNN", "cpu_feature_guard", "is deprecated", "global_step/sec"):
         assert noise not in result.stderr
 
