@@ -21,7 +21,6 @@ layout) and SavedModel under workdir/predict and keeps them between runs.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import statistics
@@ -72,14 +71,12 @@ def _write_images(directory: str, count: int) -> list[str]:
 
 
 def _ensure_model_dir(model_dir: str, model_name: str, image_size: int, num_classes: int) -> None:
-    """A model_dir with estimator.train's files and a freshly initialised checkpoint.
-
-    train_config.json is written here rather than through estimator.train,
-    whose import would define the trainer's required flags inside `python -m bench`.
-    """
+    """A model_dir laid out as estimator.train lays it out (estimator/model_dir.py), holding a
+    freshly initialised checkpoint: weights do not change the cost. Kept while its identity matches."""
     import tensorflow as tf
 
-    from estimator import model, predict
+    from estimator import model
+    from estimator import model_dir as model_dir_lib
     from records import manifest, synsets
 
     config = {
@@ -87,18 +84,20 @@ def _ensure_model_dir(model_dir: str, model_name: str, image_size: int, num_clas
         "image_size": image_size,
         "num_classes": num_classes,
         "label_offset": synsets.LABEL_OFFSET,
+        "records_dir": model_dir + "-records",
     }
-    config_path = os.path.join(model_dir, predict.TRAIN_CONFIG_NAME)
-    if tf.train.latest_checkpoint(model_dir) and os.path.exists(config_path):
-        with open(config_path) as f:
-            if {k: v for k, v in json.load(f).items() if k in config} == config:
-                return
+    try:
+        if tf.train.latest_checkpoint(model_dir) and model_dir_lib.read_train_config(model_dir) == config:
+            return
+    except FileNotFoundError:
+        pass
     shutil.rmtree(model_dir, ignore_errors=True)
-    os.makedirs(model_dir)
+    os.makedirs(config["records_dir"], exist_ok=True)
     wnids = [f"n{index:08d}" for index in range(1, num_classes + 1)]
     table = synsets.SynsetTable.build(wnids, {w: f"bench class {i}" for i, w in enumerate(wnids)})
-    table.write_tsv(os.path.join(model_dir, manifest.SYNSETS_NAME))
-    manifest.write_manifest(model_dir, manifest.Manifest(num_classes=num_classes, splits={}))
+    table.write_tsv(os.path.join(config["records_dir"], manifest.SYNSETS_NAME))
+    manifest.write_manifest(config["records_dir"], manifest.Manifest(num_classes=num_classes, splits={}))
+    model_dir_lib.write(config["records_dir"], model_dir, config)
     params = model.make_params(model=model_name, num_classes=num_classes, image_size=image_size)
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3])
@@ -109,8 +108,6 @@ def _ensure_model_dir(model_dir: str, model_name: str, image_size: int, num_clas
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             tf.compat.v1.train.Saver().save(session, os.path.join(model_dir, "model.ckpt"), global_step=0)
-    with open(config_path, "w") as f:
-        json.dump(config, f)
 
 
 def _process_seconds(argv: list[str], log_path: str) -> float:
@@ -149,39 +146,53 @@ def _serving_latencies(export_path: str, paths: list[str]) -> dict[int, list[flo
     return out
 
 
+def _cli_seconds(model_dir: str, paths: list[str], logs: str) -> dict[str, list[float]]:
+    """Wall seconds of the predict CLI on 1 and on all `paths`, and of a bare TensorFlow import."""
+    cli = [sys.executable, "-m", "estimator.predict", f"--model_dir={model_dir}", "--json"]
+    seconds = {
+        "import": _repeated([sys.executable, "-c", "import tensorflow"], os.path.join(logs, "import.log")),
+        "one": _repeated(cli + paths[:1], os.path.join(logs, "cli-1.log")),
+        "many": _repeated(cli + paths, os.path.join(logs, f"cli-{len(paths)}.log")),
+    }
+    logging.info(
+        "predict CLI: %.2fs for 1 image, %.2fs for %d (TensorFlow import alone %.2fs)",
+        min(seconds["one"]),
+        min(seconds["many"]),
+        len(paths),
+        min(seconds["import"]),
+    )
+    return seconds
+
+
 def run(workdir: str) -> list[Figure]:
     from estimator import export, nets
 
     root = os.path.join(workdir, "predict")
     logs = os.path.join(root, "logs")
     os.makedirs(logs, exist_ok=True)
-    count = FLAGS.predict_images
     image_size = FLAGS.predict_image_size or nets.default_image_size(FLAGS.predict_model)
     model_dir = os.path.join(root, f"model-{FLAGS.predict_model}-{image_size}-{FLAGS.predict_num_classes}")
     _ensure_model_dir(model_dir, FLAGS.predict_model, image_size, FLAGS.predict_num_classes)
-    paths = _write_images(os.path.join(root, "images"), count)
-
-    cli = [sys.executable, "-m", "estimator.predict", f"--model_dir={model_dir}", "--json"]
-    floor = _repeated([sys.executable, "-c", "import tensorflow"], os.path.join(logs, "import.log"))
-    one = _repeated(cli + paths[:1], os.path.join(logs, "cli-1.log"))
-    many = _repeated(cli + paths, os.path.join(logs, f"cli-{count}.log"))
-    logging.info(
-        "predict CLI: %.2fs for 1 image, %.2fs for %d (TensorFlow import alone %.2fs)",
-        min(one),
-        min(many),
-        count,
-        min(floor),
-    )
-
+    paths = _write_images(os.path.join(root, "images"), FLAGS.predict_images)
+    cli = _cli_seconds(model_dir, paths, logs)
     export_path = export.export(model_dir, os.path.join(root, "exports"))
     try:
         calls = _serving_latencies(export_path, paths)
     finally:
         shutil.rmtree(export_path)
-    single, batch = statistics.median(calls[1]) * 1e3, statistics.median(calls[count]) * 1e3
-    logging.info("SavedModel: %.1f ms for 1 image, %.1f ms for %d", single, batch, count)
-
+    logging.info(
+        "SavedModel: %.1f ms for 1 image, %.1f ms for %d",
+        statistics.median(calls[1]) * 1e3,
+        statistics.median(calls[len(paths)]) * 1e3,
+        len(paths),
+    )
     what = f"{FLAGS.predict_model} at {image_size}px, {FLAGS.predict_num_classes} classes; {os.cpu_count()} CPUs"
+    serving_ms_per_image = statistics.median(calls[len(paths)]) * 1e3 / len(paths)
+    return _cli_figures(cli, len(paths), what, serving_ms_per_image) + _serving_figures(calls, len(paths), what)
+
+
+def _cli_figures(seconds: dict[str, list[float]], count: int, what: str, serving_ms_per_image: float) -> list[Figure]:
+    one, many = seconds["one"], seconds["many"]
     fastest = f"whole process, fastest of {FLAGS.predict_repeats}"
     return [
         Figure(
@@ -189,7 +200,7 @@ def run(workdir: str) -> list[Figure]:
             min(one),
             "s",
             "python -c 'import tensorflow'",
-            min(floor),
+            min(seconds["import"]),
             lower_is_better=True,
             note=f"{fastest}; {what}",
             low=min(one),
@@ -211,10 +222,16 @@ def run(workdir: str) -> list[Figure]:
             (min(many) - min(one)) / (count - 1) * 1e3,
             "ms",
             f"SavedModel per image at batch {count}",
-            batch / count,
+            serving_ms_per_image,
             lower_is_better=True,
             note="(t_N - t_1) / (N - 1): what each further file costs (read, normalise, decode, network)",
         ),
+    ]
+
+
+def _serving_figures(calls: dict[int, list[float]], count: int, what: str) -> list[Figure]:
+    single, batch = statistics.median(calls[1]) * 1e3, statistics.median(calls[count]) * 1e3
+    return [
         Figure(
             "SavedModel: latency, batch of 1",
             single,

@@ -7,7 +7,7 @@ Prints the path of the new timestamped SavedModel under --export_dir. Its
   inputs   image_bytes         string  [batch]        encoded JPEG / PNG / GIF / BMP files
   outputs  probabilities       float32 [batch, num_classes]
            top5_labels         int64   [batch, k]     1-based, as in synsets.tsv and the records
-           top5_synsets          string  [batch, k]
+           top5_synsets        string  [batch, k]
            top5_texts          string  [batch, k]
            top5_probabilities  float32 [batch, k]
            preprocessed        float32 [batch, S, S, 3]  the network's input, 0..255 (for skew checks)
@@ -52,7 +52,6 @@ from records import manifest, synsets
 
 INPUT_KEY = "image_bytes"
 SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
-OUTPUT_KEYS = ("probabilities", "top5_labels", "top5_synsets", "top5_texts", "top5_probabilities", "preprocessed")
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -142,12 +141,11 @@ def export(
 ) -> str:
     """Writes a SavedModel under export_dir/<timestamp>/ and returns that path."""
     predictor = predict.load_predictor(model_dir, checkpoint_path, data_format)
-    options = predict.build_options(model_dir)
-    if options.get("resize_max_side"):
+    if predictor.resize_max_side:
         logging.warning(
             "the records were built with --resize_max_side=%d: the model trained on downsized images, which "
             "the SavedModel does not replay; send it images already shrunk to that size",
-            options["resize_max_side"],
+            predictor.resize_max_side,
         )
     params = dict(predictor.estimator.params)
     estimator = tf.estimator.Estimator(serving_model_fn(predictor.synsets), model_dir=model_dir, params=params)

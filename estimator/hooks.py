@@ -2,14 +2,16 @@
 
 ModelStats records what the model costs (parameters, MACs per layer) next to
 its checkpoints, computed from the very graph being trained; ExamplesPerSecond
-reports throughput in the unit people compare (images/s, not steps/s) and how
-long the run has left.
+is the console's progress line: loss, learning rate, throughput in the unit
+people compare (images/s, not steps/s) and how long the run has left;
+AfterSessionCreated writes the model_dir's own files once the model exists.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
@@ -59,10 +61,13 @@ def _format_duration(seconds: float) -> str:
 
 
 class ExamplesPerSecond(tf.estimator.SessionRunHook):
-    """Logs step, loss, images/s and ETA every N steps (or seconds); summarises images/s.
+    """Logs one progress line every N steps (or seconds) and at the last step:
+    step, loss, learning rate, images/s and ETA; summarises images/s.
 
     images/s = batch_size * global steps per second over the interval, so pass
-    the global batch size (all replicas). The ETA needs total_steps. With an
+    the global batch size (all replicas). The clock starts when the session
+    exists, so a fresh run logs at steps N, 2N, ... and the first interval
+    includes the first step's set-up. The ETA needs total_steps. With an
     output_dir, images/s also goes to TensorBoard under `images_per_sec`
     (through the FileWriterCache the Estimator itself writes summaries with).
     """
@@ -74,6 +79,7 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
         every_n_secs: float | None = None,
         total_steps: int | None = None,
         loss: tf.Tensor | str | None = None,
+        learning_rate: tf.Tensor | str | None = None,
         output_dir: str | None = None,
     ) -> None:
         if batch_size < 1:
@@ -85,7 +91,7 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
         self._timer = tf.compat.v1.train.SecondOrStepTimer(every_steps=every_n_steps, every_secs=every_n_secs)
         self._batch_size = batch_size
         self._total_steps = total_steps
-        self._loss = loss
+        self._watched = {"loss": loss, "learning_rate": learning_rate}
         self._output_dir = output_dir
         self._writer = None
         self._fetches: dict[str, tf.Tensor] = {}
@@ -99,15 +105,17 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
                 "ExamplesPerSecond needs a global step: create it with "
                 "tf.compat.v1.train.get_or_create_global_step() in the model_fn"
             )
+        graph = tf.compat.v1.get_default_graph()
         self._fetches = {"global_step": global_step}
-        if self._loss is not None:
-            loss = self._loss
-            if isinstance(loss, str):
-                loss = tf.compat.v1.get_default_graph().get_tensor_by_name(loss)
-            self._fetches["loss"] = loss
+        for key, tensor in self._watched.items():
+            if tensor is not None:
+                self._fetches[key] = graph.get_tensor_by_name(tensor) if isinstance(tensor, str) else tensor
         if self._output_dir:
             self._writer = tf.compat.v1.summary.FileWriterCache.get(self._output_dir)
         self._timer.reset()
+
+    def after_create_session(self, session: tf.compat.v1.Session, coord) -> None:
+        self._timer.update_last_triggered_step(int(session.run(self._fetches["global_step"])))
 
     def before_run(self, run_context: tf.estimator.SessionRunContext) -> tf.estimator.SessionRunArgs:
         return tf.estimator.SessionRunArgs(self._fetches)
@@ -115,27 +123,54 @@ class ExamplesPerSecond(tf.estimator.SessionRunHook):
     def after_run(self, run_context: tf.estimator.SessionRunContext, run_values: tf.estimator.SessionRunValues) -> None:
         # The global step was read alongside the train op, i.e. before its increment.
         step = int(run_values.results["global_step"]) + 1
-        if not self._timer.should_trigger_for_step(step):
+        if not (self._timer.should_trigger_for_step(step) or step == self._total_steps):
             return
         elapsed_secs, elapsed_steps = self._timer.update_last_triggered_step(step)
         if not elapsed_secs or not elapsed_steps:
-            return  # the first trigger only starts the clock
+            return
         steps_per_sec = elapsed_steps / elapsed_secs
         self.last_images_per_sec = steps_per_sec * self._batch_size
-        parts = [f"step {step}"]
-        if "loss" in run_values.results:
-            parts.append(f"loss {float(run_values.results['loss']):.4f}")
-        parts.append(f"{self.last_images_per_sec:.1f} images/s")
         if self._total_steps:
             self.last_eta_secs = max(self._total_steps - step, 0) / steps_per_sec
-            parts.append(f"ETA {_format_duration(self.last_eta_secs)} ({step}/{self._total_steps} steps)")
-        logging.info(", ".join(parts))
+        logging.info(self._line(step, run_values.results))
         if self._writer is not None:
             summary = tf.compat.v1.Summary(
                 value=[tf.compat.v1.Summary.Value(tag=IMAGES_PER_SEC_TAG, simple_value=self.last_images_per_sec)]
             )
             self._writer.add_summary(summary, step)
 
+    def _line(self, step: int, results: dict) -> str:
+        """'step 200/300: loss 0.8123, lr 0.0125, 158.2 images/s, ETA 0:00:21'."""
+        fields = []
+        if "loss" in results:
+            fields.append(f"loss {float(results['loss']):.4f}")
+        if "learning_rate" in results:
+            fields.append(f"lr {float(results['learning_rate']):.4g}")
+        fields.append(f"{self.last_images_per_sec:.1f} images/s")
+        if self.last_eta_secs is not None:
+            fields.append(f"ETA {_format_duration(self.last_eta_secs)}")
+        where = f"{step}/{self._total_steps}" if self._total_steps else str(step)
+        return f"step {where}: " + ", ".join(fields)
+
     def end(self, session: tf.compat.v1.Session) -> None:
         if self._writer is not None:
             self._writer.flush()
+
+
+class AfterSessionCreated(tf.estimator.SessionRunHook):
+    """Calls `callback()` once, when the first training session exists.
+
+    For files that describe a model (the trainer's model_dir contract): written
+    only once its graph was built and its weights initialised or restored, a
+    run that fails before (a graph that cannot be built, a fine-tune
+    checkpoint that does not fit) leaves none of them behind.
+    """
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._called = False
+
+    def after_create_session(self, session: tf.compat.v1.Session, coord) -> None:
+        if not self._called:
+            self._callback()
+            self._called = True

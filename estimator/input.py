@@ -8,13 +8,12 @@ parallel reads, shuffling, parallel decode, batching, prefetch.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
 from estimator import preprocessing
-from records import features, manifest, parsing, shards
+from records import features, files, manifest, parsing, shards, tfrecord
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -39,39 +38,36 @@ class SplitFiles:
 
 
 def split_files(records_dir: str, split: str) -> SplitFiles:
-    """Lists a split's shards and checks them against manifest.json.
+    """A split's shards as manifest.json lists them (they may live in its shards_dir),
+    checked to be there at the size they were written, with none left from another build.
 
-    Raises FileNotFoundError / ValueError with the directory and the fix, so the
-    CLI fails before TF builds anything.
+    Raises FileNotFoundError / ValueError in one line naming the shard (or the
+    directory) and the fix, so the CLI fails before TF builds anything. Costs
+    directory listings, no reads: a shard cut short at a record boundary would
+    otherwise read as a valid, smaller split.
     """
     build = manifest.read_manifest(records_dir)
     if split not in build.splits:
         raise ValueError(
-            f"{os.path.join(records_dir, manifest.MANIFEST_NAME)} has no {split!r} split "
+            f"{files.join(records_dir, manifest.MANIFEST_NAME)} has no {split!r} split "
             f"(it has: {', '.join(sorted(build.splits)) or 'none'}); rebuild the records including {split}"
         )
     stats = build.splits[split]
-    pattern = os.path.join(records_dir, shards.shard_pattern(split))
-    paths = tuple(sorted(tf.io.gfile.glob(pattern)))
-    if not paths:
-        raise FileNotFoundError(
-            f"no {split} shards ({shards.shard_pattern(split)}) in {records_dir}; "
-            f"run `make records` (python -m pipeline --output_dir={records_dir}) first"
-        )
-    expected = set(shards.shard_names(split, stats.num_shards))
-    found = {os.path.basename(path) for path in paths}
-    if found != expected:
-        missing = sorted(expected - found)
-        extra = sorted(found - expected)
-        raise ValueError(
-            f"{records_dir}: the {split} shards do not match manifest.json "
-            f"(missing: {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected: {extra[:5]}{'...' if len(extra) > 5 else ''}); "
-            "the build is incomplete or mixed with another one: rebuild it into an empty directory"
-        )
     if stats.num_examples == 0:
         raise ValueError(f"{records_dir}: the {split} split holds no examples; nothing to read")
-    return SplitFiles(paths, stats.num_examples, build.num_classes, build.label_offset)
+    location = build.shards_location(records_dir)
+    if not files.glob(location, shards.shard_pattern(split)):
+        raise FileNotFoundError(
+            f"no {split} shards ({shards.shard_pattern(split)}) in {location}; "
+            f"run `make records` (python -m pipeline --output_dir={records_dir}) first"
+        )
+    problems = manifest.shard_file_problems(records_dir, build, [split])
+    if problems:
+        rest = f" (and {len(problems) - 1} more; `python -m records verify {records_dir}` lists them all)"
+        raise ValueError(problems[0] + (rest if len(problems) > 1 else ""))
+    return SplitFiles(
+        tuple(build.shard_paths(records_dir, split)), stats.num_examples, build.num_classes, build.label_offset
+    )
 
 
 def _shard_for_pipeline(
@@ -181,18 +177,18 @@ def make_input_fn(
     return input_fn
 
 
-def find_corrupt_shards(records_dir: str, splits: Sequence[str] = shards.SPLITS) -> list[tuple[str, str]]:
-    """(shard path, TF's message) for every shard whose TFRecord framing/CRC is broken.
+def find_corrupt_shards(records_dir: str) -> list[tuple[str, str]]:
+    """(shard path, what is wrong) for every shard of the build whose TFRecord framing or CRC is broken.
 
     TF's DataLossError does not say which file it came from; the CLI calls this
     after catching one so the user learns which shard to rebuild or re-copy.
-    Reads each shard once with TF's own C++ reader (about disk speed).
+    Reads every shard once, with the same frame reader `records verify` uses.
     """
+    build = manifest.read_manifest(records_dir)
     corrupt = []
-    for split in splits:
-        for path in sorted(tf.io.gfile.glob(os.path.join(records_dir, shards.shard_pattern(split)))):
-            try:
-                tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
-            except tf.errors.DataLossError as error:
-                corrupt.append((path, error.message.split("[Op:")[0].split("}}")[-1].strip()))
+    for split in sorted(build.splits):
+        for path in build.shard_paths(records_dir, split):
+            error = tfrecord.first_corruption(path)
+            if error is not None:
+                corrupt.append((path, str(error)))
     return corrupt

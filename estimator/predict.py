@@ -44,9 +44,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from estimator import model, preprocessing
-from estimator.train import TRAIN_CONFIG_NAME, read_class_table, read_train_config
+from estimator import model_dir as model_dir_lib
 from records import images as record_images
-from records import manifest, synsets
+from records import synsets
 
 DEFAULT_BATCH_SIZE = 32
 # Rows the numpy_input_fn queue may hold, in batches: enough to keep the model
@@ -94,38 +94,16 @@ class Predictor:
     max_pixels: int = record_images.DEFAULT_MAX_PIXELS
 
 
-def _data_format() -> str:
-    # Same rule as the trainer; the checkpoint's variables do not depend on it.
-    return "channels_first" if tf.config.list_physical_devices("GPU") else "channels_last"
-
-
-def build_options(model_dir: str) -> dict:
-    """The records build's options (manifest.json, copied into model_dir by estimator.train).
-
-    They matter because a file must become the JPEG that build would have
-    stored: with --resize_max_side, the model never saw full-size images.
-    """
-    try:
-        return dict(manifest.read_manifest(model_dir).options)
-    except FileNotFoundError:
-        logging.warning(
-            "%s has no %s; assuming the records build's default options (no resizing)",
-            model_dir,
-            manifest.MANIFEST_NAME,
-        )
-        return {}
-
-
-def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_format: str | None = None) -> Predictor:
+def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_format: str = "auto") -> Predictor:
     """Rebuilds the trained model from model_dir alone (train_config.json, synsets.tsv, checkpoint).
 
     Raises FileNotFoundError / ValueError naming the missing piece and the fix.
     """
-    config = read_train_config(model_dir)
-    table = read_class_table(
+    config = model_dir_lib.read_train_config(model_dir)
+    table = model_dir_lib.read_class_table(
         model_dir,
         config["num_classes"],
-        counted_in=f"{model_dir}/{TRAIN_CONFIG_NAME}",
+        counted_in=f"{model_dir}/{model_dir_lib.TRAIN_CONFIG_NAME}",
         fix="estimator.train copies it from the records build; copy the synsets.tsv of the build the model "
         "was trained on into the model_dir",
     )
@@ -142,10 +120,10 @@ def load_predictor(model_dir: str, checkpoint_path: str | None = None, data_form
         model=config["model"],
         num_classes=config["num_classes"],
         image_size=config["image_size"],
-        data_format=data_format or _data_format(),
+        data_format=data_format,
     )
     estimator = tf.estimator.Estimator(model_fn=model.model_fn, model_dir=model_dir, params=params)
-    options = build_options(model_dir)
+    options = model_dir_lib.records_build_options(model_dir)
     return Predictor(
         estimator,
         checkpoint_path,

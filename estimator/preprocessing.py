@@ -3,8 +3,13 @@
 Every path that feeds a network calls into this module: the training/eval
 `input_fn`, the numpy prediction path and the exported SavedModel. If a crop or
 a resize were decided in two places, a model would be evaluated on pixels it
-was never trained on, and nothing would fail loudly; keeping it here makes that
-impossible.
+was never trained on, and nothing would fail loudly; keeping them here means
+the three paths cannot disagree on decode, crop or resize. What this module
+cannot see is how an original file became the JPEG in a record: the numpy path
+replays the records job's normalisation exactly, the SavedModel replays it in
+the graph with the gaps export.py lists (16-bit PNGs, GIF transparency,
+--resize_max_side builds). tests/test_skew.py checks the three paths agree
+on the sample's files, quirks included.
 
 Contract: output is float32 [S, S, 3], RGB, values in 0..255. Mean/std
 normalisation is NOT done here but in `normalize`, which model_fn applies once,
@@ -13,11 +18,13 @@ so every path gets it identically whatever it fed in.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import tensorflow as tf
 
 # Eval keeps the central 87.5% of the short side (224 of 256, the convention of
-# the reference ImageNet evaluations).
-CROP_FRACTION = 0.875
+# the reference ImageNet evaluations). A fraction, so the crop is integer math.
+CROP_FRACTION = Fraction(7, 8)
 
 # Inception-style distorted crop, as the reference ImageNet trainers sample it.
 MIN_OBJECT_COVERED = 0.1
@@ -43,7 +50,7 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
 def central_crop_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     """int32 [offset_y, offset_x, crop, crop] of the eval crop.
 
-    crop = floor(0.875 * short side) (at least 1); offset = (side - crop + 1) // 2,
+    crop = floor(CROP_FRACTION * short side) (at least 1); offset = (side - crop + 1) // 2,
     i.e. when the margin is odd the extra pixel goes to the top/left margin.
     Everything is integer arithmetic computed once from the shape, so every
     caller (graph or eager, TF or numpy input) cuts exactly the same pixels.
@@ -51,8 +58,7 @@ def central_crop_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
     height = tf.cast(height, tf.int32)
     width = tf.cast(width, tf.int32)
     short_side = tf.minimum(height, width)
-    # 0.875 = 7/8 is exact in binary, so integer math gives the same floor.
-    crop = tf.maximum((short_side * 7) // 8, 1)
+    crop = tf.maximum((short_side * CROP_FRACTION.numerator) // CROP_FRACTION.denominator, 1)
     offset_y = (height - crop + 1) // 2
     offset_x = (width - crop + 1) // 2
     return tf.stack([offset_y, offset_x, crop, crop])

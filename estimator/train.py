@@ -1,44 +1,61 @@
 """Train (and evaluate) an ImageNet classifier on a records build.
 
     python -m estimator.train --records_dir=DIR --model_dir=DIR \\
-        [--model=sqnxt_1_0_23] [--image_size=227] [--batch_size=64] \\
-        [--train_steps=N | --train_epochs=E] [--eval_every_secs=600] \\
-        [--learning_rate=0.1 --warmup_steps=N --lr_schedule=poly|cosine|step] \\
-        [--weight_decay=1e-4] [--label_smoothing=0.0] \\
+        [--model=sqnxt_1_0_23] [--image_size=S] [--batch_size=N] \\
+        [--train_steps=N | --train_epochs=E] [--eval_every_secs=S] \\
+        [--learning_rate=LR --warmup_steps=N --lr_schedule=poly|cosine|step] \\
+        [--weight_decay=W] [--label_smoothing=L] [--batch_norm_momentum=M] \\
         [--fine_tune_ckpt=PATH] [--fine_tune_exclude=REGEX] \\
-        [--distribute=none|mirrored|multi_worker]
+        [--distribute=none|mirrored|multi_worker] [--verbosity=1]
 
-The class count and label offset come from the build's manifest.json; the
-manifest and synsets.tsv are copied into model_dir together with
-train_config.json, so predict/export rebuild the same model from model_dir
-alone. Rerunning with the same model_dir resumes from its last checkpoint.
-The final evaluation (every validation image once) goes to model_dir/metrics.json.
+Every flag, the records and their shards (against manifest.json) are checked
+before anything is written. The class count comes from the build's manifest;
+once the training graph is built, the model_dir contract (estimator/model_dir.py:
+train_config.json, copies of manifest.json and synsets.tsv) is written, so
+predict and export rebuild the same model from model_dir alone. Rerunning with
+the same model_dir resumes from its last checkpoint. The final evaluation
+(every validation image once) goes to model_dir/metrics.json.
+
+The console shows a header, one progress line per --log_every_n_steps, the
+evaluations and where things were written; --verbosity=1 adds TensorFlow's own
+INFO stream.
 """
 
 from __future__ import annotations
 
+import os
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up banners (oneDNN, cpu_feature_guard) off the console.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import contextlib
 import dataclasses
 import json
 import logging as logging_lib
 import math
-import os
+import shutil
 import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
 from absl import app, flags, logging
 
-from estimator import finetune, model, nets
+from estimator import finetune, hooks, model, nets
 from estimator import input as input_lib
-from records import manifest, synsets
+from estimator import model_dir as model_dir_lib
+from records import manifest
 
-TRAIN_CONFIG_NAME = "train_config.json"
-METRICS_NAME = "metrics.json"
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi_worker")
 DEFAULT_TRAIN_EPOCHS = 120  # the SqueezeNext paper's schedule
 WARMUP_EPOCHS = 5  # Goyal et al.; only when --warmup_steps is not given
-# Keys that must match when a model_dir is reused: they decide the variables' shapes.
-_MODEL_IDENTITY = ("model", "image_size", "num_classes", "label_offset")
+# Collective all-reduce deadlocks when workers checkpoint on their own clocks, so
+# multi-worker runs checkpoint by steps (TF itself falls back to 1000, with a warning).
+MULTI_WORKER_CHECKPOINT_STEPS = 1000
+_PARAMS = model.DEFAULT_PARAMS  # the one home of the model's defaults
 
 
 @dataclasses.dataclass
@@ -47,44 +64,116 @@ class TrainOptions:
 
     records_dir: str
     model_dir: str
-    model: str = "sqnxt_1_0_23"
-    image_size: int | None = None  # None: the network's published size
-    batch_size: int = 64  # global, all replicas together
+    model: str = _PARAMS["model"]
+    image_size: int | None = _PARAMS["image_size"]  # None: the network's published size
+    batch_size: int = _PARAMS["batch_size"]  # global, all replicas together
     eval_batch_size: int | None = None
     train_steps: int | None = None
-    train_epochs: float | None = None
+    train_epochs: float | None = None  # None (and no train_steps): DEFAULT_TRAIN_EPOCHS
     eval_every_secs: int = 600
-    learning_rate: float = 0.1  # per 256 images
-    warmup_steps: int | None = None
-    lr_schedule: str = "poly"
-    momentum: float = 0.9
-    nesterov: bool = False
-    batch_norm_momentum: float = 0.997
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
+    learning_rate: float = _PARAMS["learning_rate"]  # peak; batches over 256 scale it (model.peak_learning_rate)
+    warmup_steps: int | None = None  # None: min(WARMUP_EPOCHS, 10% of the run)
+    lr_schedule: str = _PARAMS["lr_schedule"]
+    momentum: float = _PARAMS["momentum"]
+    nesterov: bool = _PARAMS["nesterov"]
+    batch_norm_momentum: float = _PARAMS["batch_norm_momentum"]
+    weight_decay: float = _PARAMS["weight_decay"]
+    label_smoothing: float = _PARAMS["label_smoothing"]
     fine_tune_ckpt: str | None = None
     fine_tune_exclude: str | None = None
     distribute: str = "none"
     cpu_devices: int = 0
     save_checkpoints_steps: int | None = None
     keep_checkpoint_max: int = 5
-    log_every_n_steps: int = 100
+    log_every_n_steps: int = _PARAMS["log_every_n_steps"]
     save_summary_steps: int = 100
     shuffle_buffer: int = 10_000
-    data_format: str = "auto"
+    data_format: str = _PARAMS["data_format"]
     seed: int | None = None
     save_graph_def: bool = True  # graph.pbtxt + .meta files: for TensorBoard's graph view only
+
+    def check(self) -> None:
+        """The flags that are not model hyperparameters (model.make_params checks those)."""
+        model.check_rules(dataclasses.asdict(self), _OPTION_RULES)
+        if self.train_steps is not None and self.train_epochs is not None:
+            raise ValueError(f"--train_epochs={self.train_epochs}: give --train_steps or --train_epochs, not both")
+        if self.distribute == "multi_worker" and self.save_summary_steps == 0:
+            # TF's multi-worker session adds its checkpoint saver only when summaries are on:
+            # without them the run would save no checkpoint and evaluate untrained weights.
+            raise ValueError("--save_summary_steps=0: --distribute=multi_worker needs summaries (pass >= 1)")
+        if self.cpu_devices and self.distribute != "mirrored":
+            raise ValueError(f"--cpu_devices={self.cpu_devices}: only applies to --distribute=mirrored")
+        if self.fine_tune_exclude and not self.fine_tune_ckpt:
+            raise ValueError(
+                f"--fine_tune_exclude={self.fine_tune_exclude}: only applies with --fine_tune_ckpt "
+                "(the checkpoint to start from)"
+            )
+
+
+_OPTION_RULES: tuple[model.Rule, ...] = (
+    ("batch_size", lambda v: v >= 1, "must be >= 1 (images per step, all replicas together)"),
+    ("eval_batch_size", lambda v: v >= 1, "must be >= 1"),
+    ("train_steps", lambda v: v >= 1, "must be >= 1"),
+    ("train_epochs", lambda v: v > 0, "must be > 0"),
+    ("warmup_steps", lambda v: v >= 0, "must be >= 0"),
+    ("eval_every_secs", lambda v: v >= 1, "must be >= 1"),
+    ("save_checkpoints_steps", lambda v: v >= 1, "must be >= 1"),
+    ("keep_checkpoint_max", lambda v: v >= 1, "must be >= 1"),
+    ("log_every_n_steps", lambda v: v >= 1, "must be >= 1"),
+    ("save_summary_steps", lambda v: v >= 0, "must be >= 0 (0: no summaries)"),
+    ("shuffle_buffer", lambda v: v >= 1, "must be >= 1"),
+    ("cpu_devices", lambda v: v >= 0, "must be >= 0"),
+    ("distribute", lambda v: v in DISTRIBUTE_CHOICES, f"choose one of: {', '.join(DISTRIBUTE_CHOICES)}"),
+)
 
 
 class CorruptShardsError(IOError):
     """A shard failed its CRC check while training; names the shard(s) and the fix."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """This process's part: the chief evaluates, writes metrics.json and keeps
+    checkpoints in model_dir; other workers only train."""
+
+    name: str  # "local", "chief 0", "worker 1", ...
+    is_chief: bool
+
+
+_TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}'
+
+
+def cluster_role(distribute: str) -> Role:
+    """Who this process is, read from TF_CONFIG: task type `chief`, or `worker` 0 when the cluster has no chief.
+
+    Read here because TF's independent-worker mode leaves `RunConfig.is_chief`
+    True in every process outside its own training loop.
+    """
+    if distribute != "multi_worker":
+        return Role("local", True)
+    if not os.environ.get("TF_CONFIG"):
+        raise ValueError(
+            "--distribute=multi_worker reads the cluster from the TF_CONFIG environment variable, "
+            f"which is not set; set it on every worker (e.g. {_TF_CONFIG_EXAMPLE})"
+        )
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task_type, index = tf_config["cluster"], tf_config["task"]["type"], int(tf_config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"TF_CONFIG is not a cluster description ({error!r}); set it like {_TF_CONFIG_EXAMPLE}"
+        ) from None
+    if task_type not in ("chief", "worker"):
+        raise ValueError(
+            f"TF_CONFIG task type {task_type!r}: --distribute=multi_worker runs 'chief' and 'worker' tasks only "
+            "(the chief evaluates at the end)"
+        )
+    return Role(f"{task_type} {index}", task_type == "chief" or ("chief" not in cluster and index == 0))
+
+
 def configure_cpu_devices(count: int) -> None:
     """Splits the CPU into `count` logical devices (for mirrored runs without GPUs,
     e.g. tests). Must run before TensorFlow initialises its devices."""
-    if count <= 0:
-        return
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
@@ -94,149 +183,177 @@ def configure_cpu_devices(count: int) -> None:
 
 def make_strategy(distribute: str, cpu_devices: int = 0) -> tf.distribute.Strategy | None:
     """The tf.compat.v1 strategies: Estimator drives them through their v1 API."""
-    if distribute == "none":
-        return None
+    if distribute == "mirrored" and cpu_devices > 0:
+        configure_cpu_devices(cpu_devices)
+        # Collective all-reduce can deadlock between logical CPU devices that
+        # share a small thread pool; reducing on one device cannot.
+        return tf.compat.v1.distribute.MirroredStrategy(
+            devices=[f"/cpu:{i}" for i in range(cpu_devices)], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     if distribute == "mirrored":
-        if cpu_devices > 0:
-            # Collective all-reduce can deadlock between logical CPU devices that
-            # share a small thread pool; reducing on one device cannot.
-            return tf.compat.v1.distribute.MirroredStrategy(
-                devices=[f"/cpu:{i}" for i in range(cpu_devices)],
-                cross_device_ops=tf.distribute.ReductionToOneDevice(),
-            )
         return tf.compat.v1.distribute.MirroredStrategy()  # every local GPU (CPU when there is none)
     if distribute == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise ValueError(
-                "--distribute=multi_worker reads the cluster from the TF_CONFIG environment variable, "
-                'which is not set; set it on every worker (e.g. {"cluster": {"worker": ["host1:2222", '
-                '"host2:2222"]}, "task": {"type": "worker", "index": 0}})'
-            )
         return tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown --distribute={distribute!r}; choose one of: {', '.join(DISTRIBUTE_CHOICES)}")
+    return None
 
 
 def resolve_train_steps(train_steps: int | None, train_epochs: float | None, num_examples: int, batch_size: int) -> int:
-    if train_steps is not None and train_epochs is not None:
-        raise ValueError("give --train_steps or --train_epochs, not both")
-    if train_steps is None:
-        epochs = DEFAULT_TRAIN_EPOCHS if train_epochs is None else train_epochs
-        train_steps = math.ceil(epochs * num_examples / batch_size)
-    if train_steps < 1:
-        raise ValueError(f"training would run {train_steps} steps; pass --train_steps/--train_epochs > 0")
-    return train_steps
+    """--train_steps, or --train_epochs (default DEFAULT_TRAIN_EPOCHS) of the training split in steps."""
+    if train_steps is not None:
+        return train_steps
+    epochs = DEFAULT_TRAIN_EPOCHS if train_epochs is None else train_epochs
+    return math.ceil(epochs * num_examples / batch_size)
 
 
-def read_train_config(model_dir: str) -> dict[str, Any]:
-    """The model identity a finished/ongoing run recorded; predict and export use it."""
-    path = os.path.join(model_dir, TRAIN_CONFIG_NAME)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: {model_dir} is not a model_dir written by estimator.train")
-    with tf.io.gfile.GFile(path) as f:
-        config = json.load(f)
-    missing = [key for key in ("model", "image_size", "num_classes") if key not in config]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}: it was not written by estimator.train; retrain into a new model_dir")
-    return config
-
-
-def read_class_table(directory: str, num_classes: int, *, counted_in: str, fix: str) -> synsets.SynsetTable:
-    """`directory`/synsets.tsv, checked to hold the `num_classes` that `counted_in` declares.
-
-    Both ends of a model_dir need this check: training before it copies the
-    table in, prediction before it names classes with it.
-    """
-    path = os.path.join(directory, manifest.SYNSETS_NAME)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: {fix}")
-    table = synsets.SynsetTable.read_tsv(path)
-    if len(table) != num_classes:
-        raise ValueError(
-            f"{path} lists {len(table)} classes but {counted_in} says {num_classes}: "
-            f"the files come from different builds; {fix}"
-        )
-    return table
-
-
-def prepare_model_dir(records_dir: str, model_dir: str, train_config: dict[str, Any]) -> None:
-    """Copies manifest.json + synsets.tsv and writes train_config.json; refuses to
-    reuse a model_dir whose model differs (its checkpoint could not be restored)."""
-    tf.io.gfile.makedirs(model_dir)
-    config_path = os.path.join(model_dir, TRAIN_CONFIG_NAME)
-    if tf.io.gfile.exists(config_path):
-        previous = read_train_config(model_dir)
-        changed = [k for k in _MODEL_IDENTITY if previous.get(k) != train_config[k]]
-        if changed:
-            details = ", ".join(f"{k}: {previous.get(k)!r} there, {train_config[k]!r} now" for k in changed)
-            raise ValueError(
-                f"{model_dir} holds a different model ({details}); pass the same flags to resume it, "
-                "or use a new --model_dir (with --fine_tune_ckpt to start from its weights)"
-            )
-    read_class_table(
-        records_dir,
-        train_config["num_classes"],
-        counted_in="manifest.json",
-        fix="the records build is incomplete or mixed (predict needs the synset table); rebuild it with `make records`",
-    )
-    for name in (manifest.MANIFEST_NAME, manifest.SYNSETS_NAME):
-        tf.io.gfile.copy(os.path.join(records_dir, name), os.path.join(model_dir, name), overwrite=True)
-    _write_json(config_path, train_config)
-
-
-def _write_json(path: str, value: dict[str, Any]) -> None:
-    temp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temp, "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(temp, path, overwrite=True)
-
-
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
-
-
-def _data_format(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    # NCHW is the fast layout for cuDNN; CPU kernels want NHWC.
-    return "channels_first" if tf.config.list_physical_devices("GPU") else "channels_last"
-
-
-def _model_params(options: TrainOptions, build: manifest.Manifest, image_size: int, train_examples: int) -> dict:
+def _model_params(options: TrainOptions, num_classes: int, train_examples: int) -> dict[str, Any]:
+    """model.make_params from the options (the fields the two share), with the run's length and warmup."""
     train_steps = resolve_train_steps(options.train_steps, options.train_epochs, train_examples, options.batch_size)
     warmup_steps = options.warmup_steps
     if warmup_steps is None:
-        steps_per_epoch = max(train_examples // options.batch_size, 1)
-        warmup_steps = min(WARMUP_EPOCHS * steps_per_epoch, train_steps // 10)
+        warmup_steps = min(WARMUP_EPOCHS * max(train_examples // options.batch_size, 1), train_steps // 10)
+    elif warmup_steps >= train_steps:
+        raise ValueError(f"--warmup_steps={warmup_steps}: must be below the run's {train_steps} steps")
+    shared = {name: getattr(options, name) for name in _PARAMS if hasattr(options, name)}
     return model.make_params(
-        model=options.model,
-        num_classes=build.num_classes,
-        image_size=image_size,
-        batch_size=options.batch_size,
-        train_steps=train_steps,
-        learning_rate=options.learning_rate,
-        warmup_steps=warmup_steps,
-        lr_schedule=options.lr_schedule,
-        momentum=options.momentum,
-        nesterov=options.nesterov,
-        batch_norm_momentum=options.batch_norm_momentum,
-        weight_decay=options.weight_decay,
-        label_smoothing=options.label_smoothing,
-        data_format=_data_format(options.data_format),
-        fine_tune_ckpt=options.fine_tune_ckpt or None,
-        fine_tune_exclude=options.fine_tune_exclude or None,
-        log_every_n_steps=options.log_every_n_steps,
+        **{**shared, "num_classes": num_classes, "train_steps": train_steps, "warmup_steps": warmup_steps}
     )
 
 
-def _run_config(options: TrainOptions, strategy: tf.distribute.Strategy | None) -> tf.estimator.RunConfig:
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A run that passed every check: what it trains, on what, and this process's part in it."""
+
+    params: dict[str, Any]
+    train_config: dict[str, Any]  # model_dir's train_config.json
+    strategy: tf.distribute.Strategy | None
+    role: Role
+    train_examples: int
+    validation_examples: int
+
+    @property
+    def num_replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync if self.strategy else 1
+
+
+def plan_run(options: TrainOptions) -> Plan:
+    """Every check that needs no graph, cheapest first; writes nothing.
+
+    Raises ValueError / FileNotFoundError (one line naming the flag or file and the fix).
+    """
+    options.check()
+    build = manifest.read_manifest(options.records_dir)
+    train_files = input_lib.split_files(options.records_dir, "train")
+    validation_files = input_lib.split_files(options.records_dir, "validation")
+    params = _model_params(options, build.num_classes, train_files.num_examples)
+    train_config = {key: params[key] for key in ("model", "image_size", "num_classes")}
+    train_config.update(label_offset=build.label_offset, records_dir=options.records_dir)
+    model_dir_lib.check_reusable(options.model_dir, train_config)
+    model_dir_lib.read_class_table(
+        options.records_dir,
+        build.num_classes,
+        counted_in="manifest.json",
+        fix="the records build is incomplete or mixed (predict needs the synset table); rebuild it with `make records`",
+    )
+    if options.fine_tune_ckpt and not tf.train.latest_checkpoint(options.model_dir):
+        finetune.resolve_checkpoint(options.fine_tune_ckpt)
+    role = cluster_role(options.distribute)
+    strategy = make_strategy(options.distribute, options.cpu_devices)
+    plan = Plan(params, train_config, strategy, role, train_files.num_examples, validation_files.num_examples)
+    if options.batch_size % plan.num_replicas:
+        raise ValueError(
+            f"--batch_size={options.batch_size} (global) does not split evenly over {plan.num_replicas} replicas; "
+            f"use a multiple of {plan.num_replicas}"
+        )
+    return plan
+
+
+def run(options: TrainOptions) -> dict[str, Any]:
+    """Trains with train_and_evaluate, then (on the chief) evaluates the last
+    checkpoint on every validation image, writes metrics.json and returns
+    {top1, top5, loss, global_step, num_examples}; other workers return {}."""
+    plan = plan_run(options)
+    _log_header(options, plan)
+    with _checkpoint_dir(options.model_dir, plan.role) as checkpoint_dir:
+        config = _run_config(options, checkpoint_dir, plan.strategy)
+        estimator = tf.estimator.Estimator(model_fn=model.model_fn, config=config, params=plan.params)
+        try:
+            metrics = _train_and_evaluate(estimator, options, plan)
+        except tf.errors.DataLossError as error:
+            raise _corrupt_shards_error(options.records_dir, error) from error
+    if not plan.role.is_chief:
+        logging.info("%s done; the chief evaluates and writes %s", plan.role.name, model_dir_lib.METRICS_NAME)
+        return {}
+    return _write_final_metrics(options.records_dir, options.model_dir, metrics, plan.validation_examples)
+
+
+def _train_and_evaluate(estimator: tf.estimator.Estimator, options: TrainOptions, plan: Plan) -> dict[str, Any] | None:
+    """tf.estimator.train_and_evaluate, then the final evaluation on the chief (None elsewhere)."""
+    image_size = plan.params["image_size"]
+    train_input_fn = input_lib.make_input_fn(
+        options.records_dir, "train", options.batch_size, image_size, True, shuffle_buffer=options.shuffle_buffer
+    )
+    eval_batch_size = options.eval_batch_size or options.batch_size
+    eval_input_fn = input_lib.make_input_fn(options.records_dir, "validation", eval_batch_size, image_size, False)
+    write_model_dir = hooks.AfterSessionCreated(
+        lambda: model_dir_lib.write(options.records_dir, options.model_dir, plan.train_config)
+    )
+    train_spec = tf.estimator.TrainSpec(
+        train_input_fn, max_steps=plan.params["train_steps"], hooks=[write_model_dir] if plan.role.is_chief else []
+    )
+    eval_spec = tf.estimator.EvalSpec(
+        eval_input_fn,
+        steps=None,
+        start_delay_secs=0,
+        throttle_secs=options.eval_every_secs,
+        exporters=[_EvaluationReporter()],
+    )
+    outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    if not plan.role.is_chief:
+        return None
+    # Local runs return the evaluation of the last checkpoint; distributed
+    # ones, and resumed runs that had nothing left to train, return none.
+    metrics = outcome[0] if outcome else None
+    if not metrics or metrics["global_step"] != estimator.get_variable_value(tf.compat.v1.GraphKeys.GLOBAL_STEP):
+        metrics = estimator.evaluate(eval_input_fn)
+    return metrics
+
+
+@contextlib.contextmanager
+def _checkpoint_dir(model_dir: str, role: Role) -> Iterator[str]:
+    """Where this process's Estimator writes: model_dir on the chief; on other
+    workers a temporary directory, removed at exit.
+
+    Workers must run the checkpoint and summary ops too (they hold collective
+    ops), and TF sends their output to model_dir/tmp_worker_<i>: hundreds of MB
+    of duplicate checkpoints. Pointed elsewhere, a worker still resumes from the
+    chief's checkpoint: its directory's checkpoint state names that file.
+    """
+    if role.is_chief:
+        yield model_dir
+        return
+    scratch = tempfile.mkdtemp(prefix="estimator-worker-")
+    try:
+        latest = tf.train.latest_checkpoint(model_dir)
+        if latest:
+            absolute = latest if "://" in latest else os.path.abspath(latest)
+            tf.compat.v1.train.update_checkpoint_state(scratch, absolute)
+        logging.info("%s: checkpoints and summaries go to %s (removed at exit)", role.name, scratch)
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_config(
+    options: TrainOptions, checkpoint_dir: str, strategy: tf.distribute.Strategy | None
+) -> tf.estimator.RunConfig:
     """Checkpoints every --eval_every_secs (or --save_checkpoints_steps): local
     train_and_evaluate evaluates right after a checkpoint, so the two go together."""
-    if options.save_checkpoints_steps:
-        checkpoint_every = {"save_checkpoints_steps": options.save_checkpoints_steps}
+    if options.save_checkpoints_steps or options.distribute == "multi_worker":
+        checkpoint_every = {"save_checkpoints_steps": options.save_checkpoints_steps or MULTI_WORKER_CHECKPOINT_STEPS}
     else:
         checkpoint_every = {"save_checkpoints_secs": options.eval_every_secs}
     return tf.estimator.RunConfig(
-        model_dir=options.model_dir,
+        model_dir=checkpoint_dir,
         tf_random_seed=options.seed,
         save_summary_steps=options.save_summary_steps,
         keep_checkpoint_max=options.keep_checkpoint_max,
@@ -247,113 +364,103 @@ def _run_config(options: TrainOptions, strategy: tf.distribute.Strategy | None) 
     )
 
 
-def run(options: TrainOptions) -> dict[str, Any]:
-    """Trains with train_and_evaluate, then writes and returns the final metrics
-    {top1, top5, loss, global_step, num_examples} (chief only; {} elsewhere).
+# ---------------------------------------------------------------- what the console says
 
-    Everything that can be checked without TensorFlow graphs (records, model
-    name, strategy, fine-tune checkpoint, model_dir) is checked first.
-    """
-    build = manifest.read_manifest(options.records_dir)
-    if options.model not in nets.network_names():
-        raise ValueError(f"unknown --model={options.model!r}; choose one of: {', '.join(nets.network_names())}")
-    image_size = options.image_size or nets.default_image_size(options.model)
-    strategy = make_strategy(options.distribute, options.cpu_devices)
-    num_replicas = strategy.num_replicas_in_sync if strategy else 1
-    if options.batch_size % num_replicas:
-        raise ValueError(
-            f"--batch_size={options.batch_size} (global) does not split evenly over {num_replicas} replicas; "
-            f"use a multiple of {num_replicas}"
-        )
-    train_files = input_lib.split_files(options.records_dir, "train")
-    validation_files = input_lib.split_files(options.records_dir, "validation")
-    params = _model_params(options, build, image_size, train_files.num_examples)
-    if params["fine_tune_ckpt"] and not tf.train.latest_checkpoint(options.model_dir):
-        finetune.resolve_checkpoint(params["fine_tune_ckpt"])
-    identity = {
-        "model": options.model,
-        "image_size": image_size,
-        "num_classes": build.num_classes,
-        "label_offset": build.label_offset,
-        "records_dir": options.records_dir,
-    }
-    prepare_model_dir(options.records_dir, options.model_dir, identity)
+
+def _log_header(options: TrainOptions, plan: Plan) -> None:
+    params = plan.params
+    size, steps, batch = params["image_size"], params["train_steps"], params["batch_size"]
     logging.info(
-        "training %s at %dx%d on %d classes: %d steps of %d images (%.2f epochs) over %d replica(s), "
-        "warmup %d steps, %s schedule",
-        options.model,
-        image_size,
-        image_size,
-        build.num_classes,
-        params["train_steps"],
-        options.batch_size,
-        params["train_steps"] * options.batch_size / train_files.num_examples,
-        num_replicas,
+        "training %s at %dx%d px on %d classes from %s",
+        params["model"],
+        size,
+        size,
+        params["num_classes"],
+        options.records_dir,
+    )
+    logging.info(
+        "  %d steps of %d images = %.1f epochs of %d; %s",
+        steps,
+        batch,
+        steps * batch / plan.train_examples,
+        plan.train_examples,
+        _describe_replicas(plan),
+    )
+    logging.info(
+        "  learning rate %.4g, %d warmup steps, %s decay; batch norm momentum %g",
+        model.peak_learning_rate(params["learning_rate"], batch),
         params["warmup_steps"],
-        options.lr_schedule,
+        params["lr_schedule"],
+        params["batch_norm_momentum"],
     )
-
-    estimator = tf.estimator.Estimator(model_fn=model.model_fn, config=_run_config(options, strategy), params=params)
-    train_input_fn = input_lib.make_input_fn(
-        options.records_dir,
-        "train",
-        options.batch_size,
-        image_size,
-        is_training=True,
-        shuffle_buffer=options.shuffle_buffer,
-    )
-    eval_input_fn = input_lib.make_input_fn(
-        options.records_dir,
-        "validation",
-        options.eval_batch_size or options.batch_size,
-        image_size,
-        is_training=False,
-    )
-    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=params["train_steps"])
-    eval_spec = tf.estimator.EvalSpec(
-        eval_input_fn, steps=None, start_delay_secs=0, throttle_secs=options.eval_every_secs
-    )
-    try:
-        outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-        if not estimator.config.is_chief:
-            return {}
-        # Local runs return the evaluation of the last checkpoint; distributed
-        # ones, and resumed runs that had nothing left to train, return none.
-        metrics = outcome[0] if outcome else None
-        final_step = estimator.get_variable_value(tf.compat.v1.GraphKeys.GLOBAL_STEP)
-        if not metrics or metrics.get("global_step") != final_step:
-            metrics = estimator.evaluate(eval_input_fn)
-    except tf.errors.DataLossError as error:
-        raise _corrupt_shards_error(options.records_dir, error) from error
-    return _write_final_metrics(options.model_dir, metrics, validation_files.num_examples)
+    if options.fine_tune_ckpt:
+        excluded = f" except /{options.fine_tune_exclude}/" if options.fine_tune_exclude else ""
+        logging.info("  weights from %s%s (unless model_dir has its own checkpoint)", options.fine_tune_ckpt, excluded)
+    logging.info("  model_dir: %s (TensorBoard: tensorboard --logdir=%s)", options.model_dir, options.model_dir)
 
 
-def _write_final_metrics(model_dir: str, metrics: dict[str, Any], validation_examples: int) -> dict[str, Any]:
-    final = _json_safe(
-        {
-            "top1": metrics["top1"],
-            "top5": metrics["top5"],
-            "loss": metrics["cross_entropy"],  # exact mean over the images, without weight decay
-            "global_step": metrics["global_step"],
-            "num_examples": metrics["num_examples"],
-        }
+def _describe_replicas(plan: Plan) -> str:
+    if plan.strategy is None:
+        return "1 replica"
+    devices = ", ".join(device.rsplit("/device:", 1)[-1] for device in plan.strategy.extended.worker_devices)
+    where = f"this process: {plan.role.name}, {devices}" if plan.role.name != "local" else devices
+    return f"{plan.num_replicas} replicas ({where})"
+
+
+def _final_metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The Estimator's evaluation as metrics.json holds it (plain Python numbers)."""
+    final = {
+        "top1": evaluation["top1"],
+        "top5": evaluation["top5"],
+        "loss": evaluation["cross_entropy"],  # exact mean over the images, without weight decay
+        "global_step": evaluation["global_step"],
+        "num_examples": evaluation["num_examples"],
+    }
+    return {key: (value.item() if hasattr(value, "item") else value) for key, value in final.items()}
+
+
+def _describe(metrics: dict[str, Any]) -> str:
+    return (
+        f"evaluation at step {metrics['global_step']}: top-1 {metrics['top1']:.3f}, top-5 {metrics['top5']:.3f}, "
+        f"loss {metrics['loss']:.4f} over {metrics['num_examples']} validation images"
     )
+
+
+class _EvaluationReporter(tf.estimator.Exporter):
+    """Logs each periodic evaluation of train_and_evaluate in one line. An
+    EvalSpec's exporters are the one callback that receives each evaluation's
+    metrics; this one exports nothing."""
+
+    @property
+    def name(self) -> str:
+        return "console"
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export) -> None:
+        if not is_the_final_export:  # the final one is reported with metrics.json
+            logging.info(_describe(_final_metrics(eval_result)))
+
+
+def _write_final_metrics(
+    records_dir: str, model_dir: str, evaluation: dict[str, Any], validation_examples: int
+) -> dict[str, Any]:
+    final = _final_metrics(evaluation)
+    logging.info(_describe(final))
     if final["num_examples"] != validation_examples:
         logging.warning(
-            "the final evaluation saw %d of the %d validation images: the others could not be decoded "
-            "(see the 'Error raised with error message' warnings above); check the build with the records "
-            "verify CLI",
+            "the evaluation saw %d of the %d validation images manifest.json lists: %d could not be decoded "
+            "and were skipped; `python -m records verify %s` names them",
             final["num_examples"],
             validation_examples,
+            validation_examples - final["num_examples"],
+            records_dir,
         )
-    path = os.path.join(model_dir, METRICS_NAME)
-    _write_json(path, final)
-    logging.info("final evaluation: %s (written to %s)", final, path)
+    path = model_dir_lib.write_metrics(model_dir, final)
+    logging.info("wrote %s; checkpoints and TensorBoard events in %s", path, model_dir)
     return final
 
 
 def _corrupt_shards_error(records_dir: str, error: tf.errors.DataLossError) -> CorruptShardsError:
-    logging.error("a shard in %s failed its CRC check; scanning the shards to find which", records_dir)
+    logging.warning("a shard in %s failed its CRC check; scanning the shards to find which", records_dir)
     corrupt = input_lib.find_corrupt_shards(records_dir)
     if corrupt:
         named = "; ".join(f"{path} ({reason})" for path, reason in corrupt)
@@ -372,8 +479,8 @@ _DEFAULTS = TrainOptions(records_dir="", model_dir="")
 
 
 def _define_flags() -> None:
-    """Defined only when run as a program, so importing this module (predict and
-    export do) never clashes with another CLI's flags in absl's registry."""
+    """Defined only when run as a program, so importing this module never
+    clashes with another CLI's flags in absl's registry."""
     flags.DEFINE_string("records_dir", None, "Records build: shards + manifest.json + synsets.tsv.")
     flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, train_config.json, metrics.json.")
     flags.DEFINE_enum("model", _DEFAULTS.model, nets.network_names(), "Network to train.")
@@ -383,16 +490,14 @@ def _define_flags() -> None:
     flags.DEFINE_integer("train_steps", None, "Total training steps (global step to stop at).")
     flags.DEFINE_float("train_epochs", None, f"Training length in epochs (default {DEFAULT_TRAIN_EPOCHS}).")
     flags.DEFINE_integer("eval_every_secs", _DEFAULTS.eval_every_secs, "Checkpoint + evaluate at most this often.")
-    flags.DEFINE_float("learning_rate", _DEFAULTS.learning_rate, "Peak learning rate per 256 images.")
+    flags.DEFINE_float(
+        "learning_rate", _DEFAULTS.learning_rate, "Peak learning rate; batches over 256 images scale it linearly."
+    )
     flags.DEFINE_integer("warmup_steps", None, f"Linear warmup; default min({WARMUP_EPOCHS} epochs, 10% of training).")
     flags.DEFINE_enum("lr_schedule", _DEFAULTS.lr_schedule, list(model.LR_SCHEDULES), "Decay after warmup.")
     flags.DEFINE_float("momentum", _DEFAULTS.momentum, "SGD momentum.")
     flags.DEFINE_boolean("nesterov", _DEFAULTS.nesterov, "Nesterov momentum.")
-    flags.DEFINE_float(
-        "batch_norm_momentum",
-        _DEFAULTS.batch_norm_momentum,
-        "Decay of batch norm's moving statistics; ~0.9 for runs of a few hundred steps.",
-    )
+    flags.DEFINE_float("batch_norm_momentum", _DEFAULTS.batch_norm_momentum, "Decay of batch norm's moving statistics.")
     flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "L2 on convolution/dense kernels (not batch norm).")
     flags.DEFINE_float("label_smoothing", _DEFAULTS.label_smoothing, "Label smoothing of the training loss.")
     flags.DEFINE_string(
@@ -406,15 +511,19 @@ def _define_flags() -> None:
         "mirrored: all local GPUs; multi_worker: the cluster in TF_CONFIG.",
     )
     flags.DEFINE_integer("cpu_devices", 0, "With --distribute=mirrored: mirror over N logical CPU devices (testing).")
-    flags.DEFINE_integer("save_checkpoints_steps", None, "Checkpoint every N steps instead of --eval_every_secs.")
+    flags.DEFINE_integer(
+        "save_checkpoints_steps",
+        None,
+        f"Checkpoint every N steps, not --eval_every_secs (multi_worker: {MULTI_WORKER_CHECKPOINT_STEPS}).",
+    )
     flags.DEFINE_integer("keep_checkpoint_max", _DEFAULTS.keep_checkpoint_max, "Checkpoints to keep.")
-    flags.DEFINE_integer("log_every_n_steps", _DEFAULTS.log_every_n_steps, "Progress log interval.")
+    flags.DEFINE_integer("log_every_n_steps", _DEFAULTS.log_every_n_steps, "Progress line interval.")
     flags.DEFINE_integer("save_summary_steps", _DEFAULTS.save_summary_steps, "TensorBoard summary interval.")
     flags.DEFINE_integer("shuffle_buffer", _DEFAULTS.shuffle_buffer, "Records held for shuffling.")
     flags.DEFINE_enum(
         "data_format",
         _DEFAULTS.data_format,
-        ["auto", "channels_first", "channels_last"],
+        list(model.DATA_FORMATS),
         "auto: channels_first on GPU, channels_last on CPU.",
     )
     flags.DEFINE_integer("seed", None, "Graph-level random seed.")
@@ -426,36 +535,51 @@ def _define_flags() -> None:
     flags.mark_flags_as_required(["records_dir", "model_dir"])
 
 
-class _DropDeprecations(logging_lib.Filter):
-    """TF 1.x APIs (all of tf.estimator) warn on every use; progress drowns in it."""
+class _ConsoleFormatter(logging_lib.Formatter):
+    """'12:03:04 message' ('12:03:04 WARNING: message'): a training console needs
+    the time; absl's default prefix adds thread ids and source lines."""
+
+    def format(self, record: logging_lib.LogRecord) -> str:
+        level = "" if record.levelno <= logging_lib.INFO else f"{record.levelname}: "
+        return f"{self.formatTime(record, '%H:%M:%S')} {level}{super().format(record)}"
+
+
+class _DropNoise(logging_lib.Filter):
+    """TensorFlow warnings that are expected and say nothing actionable: TF 1.x APIs
+    (all of tf.estimator) warn that they are deprecated on every use, and a
+    multi-worker run that the chief alone evaluates is told so."""
+
+    NOISE = ("deprecated", "`eval_strategy` is not passed in")
 
     def filter(self, record: logging_lib.LogRecord) -> bool:
-        return "is deprecated and will be removed" not in record.getMessage()
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
 
 
-def _quiet_tensorflow_logging() -> None:
-    """INFO progress, each line once (through absl, with timestamps), no deprecation spam."""
-    logging.set_verbosity(logging.INFO)
+def configure_console(verbose: bool) -> None:
+    """Our lines through absl, timestamped; TensorFlow's own INFO stream (the
+    Estimator's config dump, 'Calling model_fn', checkpoint listeners,
+    global_step/sec), its expected warnings and its Python warnings (graph-mode
+    tf.data notes) only when `verbose`."""
+    logging.get_absl_handler().setFormatter(_ConsoleFormatter())
     tf_logger = tf.get_logger()
-    tf_logger.setLevel(logging_lib.INFO)
-    tf_logger.addFilter(_DropDeprecations())
-    for handler in list(tf_logger.handlers):
+    for handler in list(tf_logger.handlers):  # one copy of each line, through absl's handler
         tf_logger.removeHandler(handler)
     tf_logger.propagate = True
+    tf_logger.setLevel(logging_lib.INFO if verbose else logging_lib.WARNING)
+    if not verbose:
+        tf_logger.addFilter(_DropNoise())
+        warnings.filterwarnings("ignore", module=r"tensorflow(\.|$)")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    _quiet_tensorflow_logging()
+    configure_console(verbose=logging.get_verbosity() >= logging.DEBUG)
     options = TrainOptions(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(TrainOptions)})
     try:
-        if options.cpu_devices and options.distribute != "mirrored":
-            raise ValueError("--cpu_devices only applies to --distribute=mirrored")
-        configure_cpu_devices(options.cpu_devices)
         run(options)
     except (ValueError, FileNotFoundError, CorruptShardsError) as error:
-        logging.error("%s", error)
         sys.exit(f"error: {error}")
 
 

@@ -9,14 +9,16 @@ one entry point; swap it for the real pipeline output without touching tests.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from records import features, manifest, shards, synsets
+from records import features, manifest, shards, synsets, tfrecord
 
 PALETTE = (
     (220, 40, 40),
@@ -32,6 +34,17 @@ PALETTE = (
 
 def wnid(index: int) -> str:
     return f"n{index + 1:08d}"
+
+
+def class_table(num_classes: int, names: Sequence[str] | None = None) -> synsets.SynsetTable:
+    """Class i is wnid(i), "class i" (ImageNet-style), or names[i] with its name as text
+    (an image-folder dataset's folder names), in label order."""
+    if names is None:
+        return synsets.SynsetTable.build(
+            [wnid(i) for i in range(num_classes)], {wnid(i): f"class {i}" for i in range(num_classes)}
+        )
+    assert len(names) == num_classes, (names, num_classes)
+    return synsets.SynsetTable.build(names, {name: name for name in names}, keep_order=True)
 
 
 def learnable_jpeg(
@@ -58,7 +71,9 @@ def make_records(
     seed: int,
     size_range: tuple[int, int] = (40, 72),
     with_boxes: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> list[features.ImageRecord]:
+    table = class_table(num_classes, class_names)
     rng = np.random.default_rng([seed, shards.SPLITS.index(split)])
     records = []
     for number in range(per_class):
@@ -73,8 +88,8 @@ def make_records(
                     height=height,
                     width=width,
                     label=class_index + synsets.LABEL_OFFSET,
-                    synset=wnid(class_index),
-                    text=f"class {class_index}",
+                    synset=table.synsets[class_index],
+                    text=table.texts[class_index],
                     channels=1 if grayscale else 3,
                     boxes=(box,) if with_boxes and split == "train" else (),
                 )
@@ -86,7 +101,8 @@ def write_split(out_dir: str, split: str, records: list[features.ImageRecord], n
     """Round-robin into shards, as TFRecords the pipeline would write."""
     shard_counts = [0] * num_shards
     class_counts: dict[str, int] = {}
-    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in shards.shard_names(split, num_shards)]
+    paths = [os.path.join(out_dir, name) for name in shards.shard_names(split, num_shards)]
+    writers = [tf.io.TFRecordWriter(path) for path in paths]
     for index, record in enumerate(records):
         writers[index % num_shards].write(features.serialize(record))
         shard_counts[index % num_shards] += 1
@@ -94,7 +110,11 @@ def write_split(out_dir: str, split: str, records: list[features.ImageRecord], n
     for writer in writers:
         writer.close()
     return manifest.SplitStats(
-        num_examples=len(records), num_shards=num_shards, shard_counts=tuple(shard_counts), class_counts=class_counts
+        num_examples=len(records),
+        num_shards=num_shards,
+        shard_counts=tuple(shard_counts),
+        class_counts=class_counts,
+        shard_bytes=tuple(os.path.getsize(path) for path in paths),
     )
 
 
@@ -108,28 +128,42 @@ def write_records_dir(
     validation_shards: int = 2,
     seed: int = 0,
     size_range: tuple[int, int] = (40, 72),
+    class_names: Sequence[str] | None = None,
 ) -> manifest.Manifest:
-    """A complete build in out_dir: shards + manifest.json + synsets.tsv."""
+    """A complete build in out_dir: shards + manifest.json (with shard sizes) + synsets.tsv."""
     out_dir = str(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    per_class = {"train": train_per_class, "validation": validation_per_class}
+    num_shards = {"train": train_shards, "validation": validation_shards}
     splits = {
-        "train": write_split(
-            out_dir, "train", make_records("train", num_classes, train_per_class, seed, size_range), train_shards
-        ),
-        "validation": write_split(
+        split: write_split(
             out_dir,
-            "validation",
-            make_records("validation", num_classes, validation_per_class, seed, size_range),
-            validation_shards,
-        ),
+            split,
+            make_records(split, num_classes, per_class[split], seed, size_range, class_names=class_names),
+            num_shards[split],
+        )
+        for split in shards.SPLITS
     }
     build = manifest.Manifest(num_classes=num_classes, splits=splits)
     manifest.write_manifest(out_dir, build)
-    table = synsets.SynsetTable.build(
-        [wnid(i) for i in range(num_classes)], {wnid(i): f"class {i}" for i in range(num_classes)}
-    )
-    table.write_tsv(os.path.join(out_dir, manifest.SYNSETS_NAME))
+    class_table(num_classes, class_names).write_tsv(os.path.join(out_dir, manifest.SYNSETS_NAME))
     return build
+
+
+def replace_split(out_dir, split: str, records: list[features.ImageRecord], num_shards: int) -> None:
+    """Rewrites one split of a build and its entry in manifest.json, as a rebuild would."""
+    out_dir = str(out_dir)
+    build = manifest.read_manifest(out_dir)
+    stats = write_split(out_dir, split, records, num_shards)
+    manifest.write_manifest(out_dir, dataclasses.replace(build, splits={**build.splits, split: stats}))
+
+
+def cut_last_record(path: str) -> None:
+    """Truncates a shard exactly at its last record's start: every frame left is intact."""
+    with open(path, "rb") as f:
+        lengths = [len(frame) for frame in tfrecord.read_frames(f)]
+    with open(path, "r+b") as f:
+        f.truncate(sum(length + 16 for length in lengths[:-1]))
 
 
 def flip_byte(path: str, offset_from_end: int = 40) -> None:

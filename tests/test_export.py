@@ -11,11 +11,11 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_util import IMAGE_SIZE, NUM_CLASSES, write_untrained_model_dir
 from PIL import Image
 
 from estimator import export, predict
 from records import manifest, synsets
-from tests.test_predict import IMAGE_SIZE, NUM_CLASSES, write_untrained_model_dir
 
 
 def _picture(height: int, width: int, seed: int) -> Image.Image:

@@ -81,25 +81,33 @@ def _slow_step_graph(step_secs):
         return loss, _train_op(loss)
 
 
-def test_examples_per_second_logs_rate_loss_and_eta_and_writes_a_summary(tmp_path, caplog):
-    batch_size, step_secs, total_steps = 8, 0.02, 100
+def test_examples_per_second_logs_rate_loss_lr_and_eta_and_writes_a_summary(tmp_path, caplog):
+    batch_size, step_secs, total_steps = 8, 0.02, 11
     with tf.Graph().as_default():
         loss, train_op = _slow_step_graph(step_secs)
+        learning_rate = tf.constant(0.0125, name="learning_rate")
         hook = hooks.ExamplesPerSecond(
-            batch_size, every_n_steps=3, total_steps=total_steps, loss=loss, output_dir=str(tmp_path)
+            batch_size,
+            every_n_steps=3,
+            total_steps=total_steps,
+            loss=loss,
+            learning_rate=learning_rate,
+            output_dir=str(tmp_path),
         )
         with caplog.at_level(logging.INFO):
             with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
                 for _ in range(10):
                     session.run(train_op)
+                eta_after_10 = hook.last_eta_secs
+                session.run(train_op)
     # A step cannot be faster than its sleep, so the rate has a hard ceiling.
     assert 0 < hook.last_images_per_sec <= batch_size / step_secs * 1.05
-    eta_floor = (total_steps - 10) * step_secs
-    assert eta_floor * 0.95 <= hook.last_eta_secs
+    assert step_secs * 0.95 <= eta_after_10  # one step left after step 10
     logged = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
-    assert len(logged) == 3  # clock starts at step 1, logs at steps 4, 7, 10
-    assert logged[-1].startswith("step 10, loss ") and "ETA" in logged[-1]
-    assert "10/100 steps" in logged[-1]
+    # The clock starts with the session: steps 3, 6, 9, and the last step.
+    assert [line.split(":")[0] for line in logged] == ["step 3/11", "step 6/11", "step 9/11", "step 11/11"]
+    assert logged[0].startswith("step 3/11: loss ") and ", lr 0.0125, " in logged[0] and "ETA 0:00:0" in logged[0]
+    assert logged[-1].endswith("ETA 0:00:00")
 
     events = glob.glob(str(tmp_path / "events.out.tfevents.*"))
     assert events
@@ -110,7 +118,7 @@ def test_examples_per_second_logs_rate_loss_and_eta_and_writes_a_summary(tmp_pat
         for value in event.summary.value
         if value.tag == hooks.IMAGES_PER_SEC_TAG
     }
-    assert sorted(rates) == [4, 7, 10]
+    assert sorted(rates) == [3, 6, 9, 11]
     assert all(0 < rate <= batch_size / step_secs * 1.05 for rate in rates.values())
 
 
@@ -123,8 +131,20 @@ def test_examples_per_second_can_trigger_on_seconds_without_loss_or_eta(caplog):
                 for _ in range(8):
                     session.run(train_op)
     logged = [r.getMessage() for r in caplog.records if "images/s" in r.getMessage()]
-    assert logged and not any("ETA" in line or "loss" in line for line in logged)
+    assert logged and not any("ETA" in line or "loss" in line or "lr" in line for line in logged)
     assert hook.last_images_per_sec > 0 and hook.last_eta_secs is None
+
+
+def test_after_session_created_calls_back_once_a_session_exists(tmp_path):
+    calls = []
+    with tf.Graph().as_default():
+        _, train_op = _slow_step_graph(0)
+        hook = hooks.AfterSessionCreated(lambda: calls.append(tf.compat.v1.get_default_graph().finalized))
+        with tf.compat.v1.train.MonitoredSession(hooks=[hook]) as session:
+            assert calls == [True]  # after the graph was built and finalised
+            session.run(train_op)
+            session.run(train_op)
+    assert calls == [True]
 
 
 def test_examples_per_second_needs_a_global_step_and_a_schedule():

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from records_util import flip_byte, make_records, write_records_dir, write_split
+from records_util import cut_last_record, flip_byte, make_records, replace_split, write_records_dir
 
 from estimator import input as input_lib
 from estimator import preprocessing
@@ -108,7 +108,7 @@ def test_undecodable_image_is_skipped_and_the_rest_read(tmp_path):
     records = make_records("validation", 3, 3, seed=0)
     broken = records[4]
     records[4] = dataclasses.replace(broken, encoded=broken.encoded[:200] + b"\x00" * 300)
-    write_split(str(tmp_path), "validation", records, 1)
+    replace_split(tmp_path, "validation", records, 1)
     input_fn = input_lib.make_input_fn(str(tmp_path), "validation", 4, IMAGE_SIZE, is_training=False)
     labels = np.concatenate([b[1] for b in _batches(input_fn)])
     assert len(labels) == 8
@@ -138,17 +138,41 @@ def test_missing_manifest_or_shards_are_clear_errors(tmp_path, records_dir):
         input_lib.make_input_fn(str(tmp_path), "validation", 8, IMAGE_SIZE, is_training=False)
 
 
-def test_shards_not_matching_the_manifest_are_refused(tmp_path):
-    write_records_dir(tmp_path, num_classes=3, train_per_class=3, validation_per_class=2, train_shards=3)
+def test_shards_not_matching_the_manifest_are_refused_in_one_line_naming_the_shard(tmp_path):
+    write_records_dir(tmp_path, num_classes=3, train_per_class=3, validation_per_class=4, train_shards=3)
+    cut_last_record(str(tmp_path / "validation-00001-of-00002"))  # every remaining record is intact
+    with pytest.raises(ValueError) as error:
+        input_lib.split_files(str(tmp_path), "validation")
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "validation-00001-of-00002") + ": ")
+    assert "cut short" in message and "copy it again" in message and "\n" not in message
+    input_lib.split_files(str(tmp_path), "train")  # the other split is fine
+
     os.remove(tmp_path / "train-00001-of-00003")
-    with pytest.raises(ValueError, match=r"missing: \['train-00001-of-00003'\].*rebuild"):
+    (tmp_path / "train-00000-of-00004").write_bytes(b"")  # left from another build
+    with pytest.raises(
+        ValueError,
+        match=r"train-00001-of-00003: missing .*\(and 1 more; `python -m records verify .*` lists them all\)$",
+    ):
         input_lib.split_files(str(tmp_path), "train")
 
 
-def test_find_corrupt_shards_names_the_damaged_shard(tmp_path):
+def test_shards_are_read_from_the_manifests_shards_dir(tmp_path):
+    shards_dir = tmp_path / "elsewhere"
+    build = write_records_dir(shards_dir, num_classes=3, train_per_class=2, validation_per_class=2)
+    records_dir = tmp_path / "described"
+    records_dir.mkdir()
+    manifest.write_manifest(str(records_dir), dataclasses.replace(build, shards_dir=str(shards_dir)))
+    files = input_lib.split_files(str(records_dir), "validation")
+    assert files.paths == (str(shards_dir / "validation-00000-of-00002"), str(shards_dir / "validation-00001-of-00002"))
+    input_fn = input_lib.make_input_fn(str(records_dir), "validation", 8, IMAGE_SIZE, is_training=False)
+    assert sum(len(labels) for _, labels in _batches(input_fn)) == 6
+
+
+def test_find_corrupt_shards_names_the_damaged_shard_and_record(tmp_path):
     write_records_dir(tmp_path, num_classes=3, train_per_class=3, validation_per_class=2, train_shards=3)
     assert input_lib.find_corrupt_shards(str(tmp_path)) == []
     flip_byte(str(tmp_path / "train-00002-of-00003"))
-    corrupt = input_lib.find_corrupt_shards(str(tmp_path))
-    assert [os.path.basename(path) for path, _ in corrupt] == ["train-00002-of-00003"]
-    assert "corrupted record" in corrupt[0][1]
+    assert input_lib.find_corrupt_shards(str(tmp_path)) == [
+        (str(tmp_path / "train-00002-of-00003"), "record 2: data CRC mismatch")
+    ]

@@ -70,11 +70,22 @@ def test_learning_rate_warms_up_then_decays(schedule, mid, end):
     assert lr(500) == pytest.approx(end, abs=1e-7)
 
 
-def test_learning_rate_without_warmup_starts_at_peak_scaled_by_batch():
-    value = model.learning_rate_schedule(
-        tf.constant(0), base_learning_rate=0.4, batch_size=64, warmup_steps=0, total_steps=10, schedule="poly"
-    )
-    assert _value(value) == pytest.approx(0.1)
+def test_learning_rate_is_the_flag_up_to_256_images_and_scales_linearly_above():
+    def start(batch_size):
+        return _value(
+            model.learning_rate_schedule(
+                tf.constant(0),
+                base_learning_rate=0.4,
+                batch_size=batch_size,
+                warmup_steps=0,
+                total_steps=10,
+                schedule="poly",
+            )
+        )
+
+    assert start(32) == pytest.approx(0.4)
+    assert start(256) == pytest.approx(0.4)
+    assert start(1024) == pytest.approx(1.6)
 
 
 TRAIN_LABELS = np.array([0, 3, 5, 1])
@@ -184,7 +195,32 @@ def test_params_are_checked_before_any_graph_is_built():
         _params(model="sqnxt_9")
     with pytest.raises(ValueError, match="unknown model params"):
         _params(learnin_rate=0.1)
-    with pytest.raises(ValueError, match="lr_schedule"):
+    with pytest.raises(ValueError, match=r"--lr_schedule=exp: choose one of: poly, cosine, step"):
         _params(lr_schedule="exp")
     with pytest.raises(ValueError, match="num_classes"):
         _params(num_classes=None)
+    with pytest.raises(ValueError, match=r"^--learning_rate=0: must be > 0$"):
+        _params(learning_rate=0)
+    with pytest.raises(ValueError, match=r"^--batch_norm_momentum=1.0: must be in \[0, 1\)"):
+        _params(batch_norm_momentum=1.0)
+    with pytest.raises(ValueError, match=r"^--label_smoothing=-0.1: must be in \[0, 1\)$"):
+        _params(label_smoothing=-0.1)
+    with pytest.raises(ValueError, match=r"^--data_format=NHWC: choose one of: auto, channels_last, channels_first$"):
+        _params(data_format="NHWC")
+
+
+@pytest.mark.parametrize("size", [1, 8, 31, -5, 0])
+@pytest.mark.parametrize("name", ["sqnxt_1_0_23", "resnet50"])
+def test_image_size_below_the_networks_minimum_names_the_flag_the_model_and_the_minimum(name, size):
+    with pytest.raises(ValueError) as error:
+        _params(model=name, image_size=size)
+    message = str(error.value)
+    assert message.startswith(f"--image_size={size}: {name} needs at least 32 pixels")
+    assert "\n" not in message
+
+
+def test_defaults_resolve_the_networks_size_and_the_devices_data_format():
+    params = model.make_params(model="resnet50", num_classes=3)
+    assert params["image_size"] == 224
+    assert params["data_format"] == ("channels_first" if tf.config.list_physical_devices("GPU") else "channels_last")
+    assert _params(image_size=32)["image_size"] == 32

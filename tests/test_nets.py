@@ -27,6 +27,17 @@ def test_registry_lists_every_network_with_its_published_input_size():
     }
 
 
+@pytest.mark.parametrize("name", ["sqnxt_1_0_23", "sqnxt_1_0_23v5", "resnet50"])  # each stem
+def test_minimum_image_size_is_the_total_stride(name):
+    """At min_image_size the last stage is one pixel; at twice that, two: each of its pixels sees 32 input pixels."""
+    minimum = nets.min_image_size(name)
+    for size, side in ((minimum, 1), (2 * minimum, 2)):
+        with tf.Graph().as_default() as graph:
+            nets.build_network(name, tf.compat.v1.placeholder(tf.float32, [1, size, size, 3]), 3, is_training=False)
+            last_stage = graph.get_operation_by_name(f"{name}/global_pool").inputs[0]
+            assert last_stage.shape.as_list()[1:3] == [side, side], (size, last_stage.shape)
+
+
 def test_unknown_name_is_rejected_with_the_valid_names():
     with tf.Graph().as_default():
         images = tf.compat.v1.placeholder(tf.float32, [1, SMALL, SMALL, 3])

@@ -4,94 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_util import IMAGE_SIZE, noise, sample_files, write_untrained_model_dir
 from PIL import Image
 
-from estimator import nets, predict, preprocessing, train
-from pipeline import sample
+from estimator import model_dir as model_dir_lib
+from estimator import predict, preprocessing
 from records import images as record_images
 from records import manifest, synsets
-
-MODEL = "sqnxt_1_0_23"
-IMAGE_SIZE = 32
-NUM_CLASSES = 7  # more than 5, so top-5 is a real cut
-
-
-def calibrate_batch_norm(model_dir: str, images: np.ndarray, seed: int = 0) -> str:
-    """Sets every batch norm's moving mean/variance to its statistics over `images`
-    (float32 [N, S, S, 3], 0..255) and saves that as model_dir's latest checkpoint;
-    starts from fresh weights when model_dir has no checkpoint yet.
-
-    A fresh or few-step model keeps the initial moving statistics (0 and 1), so in
-    inference mode its activations grow layer after layer and every softmax is
-    one-hot: comparing such probabilities proves nothing. With the statistics of
-    real activations ("precise BN") the probabilities move with every pixel.
-    """
-    config = predict.read_train_config(model_dir)
-    checkpoint = tf.train.latest_checkpoint(model_dir)
-    with tf.Graph().as_default() as graph:
-        tf.compat.v1.set_random_seed(seed)
-        global_step = tf.compat.v1.train.get_or_create_global_step()
-        nets.build_network(
-            config["model"],
-            preprocessing.normalize(tf.constant(images, tf.float32)),
-            config["num_classes"],
-            True,
-            "channels_last",
-        )
-        moving = {
-            v.op.name: v
-            for v in tf.compat.v1.global_variables()
-            if v.op.name.endswith(("/moving_mean", "/moving_variance"))
-        }
-        assignments = []
-        for name, variable in moving.items():
-            scope, kind = name.rsplit("/", 1)
-            outputs = graph.get_operation_by_name(f"{scope}/FusedBatchNormV3").outputs
-            # In training mode batch norm ignores the moving statistics, so one run computes them all.
-            assignments.append(variable.assign(outputs[1] if kind == "moving_mean" else outputs[2]))
-        assert assignments, "found no batch norm to calibrate"
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session() as session:
-            if checkpoint:
-                saver.restore(session, checkpoint)
-            else:
-                session.run(tf.compat.v1.global_variables_initializer())
-            session.run(assignments)
-            step = int(session.run(global_step))
-            return saver.save(session, os.path.join(model_dir, "model.ckpt"), global_step=step + 1)
-
-
-def write_untrained_model_dir(
-    model_dir: pathlib.Path, *, num_classes: int = NUM_CLASSES, image_size: int = IMAGE_SIZE, seed: int = 0
-) -> synsets.SynsetTable:
-    """A model_dir laid out by estimator.train's own prepare_model_dir, holding freshly
-    initialised (batch-norm calibrated) weights: predict/export need the files and the
-    graph, not accuracy, and this costs seconds where a training run costs tens of them."""
-    records_dir = model_dir.parent / f"{model_dir.name}-records"
-    records_dir.mkdir(parents=True)
-    catalog = sample.CLASS_CATALOG[:num_classes]
-    table = synsets.SynsetTable.build([c[0] for c in catalog], {c[0]: c[1] for c in catalog})
-    table.write_tsv(str(records_dir / manifest.SYNSETS_NAME))
-    manifest.write_manifest(str(records_dir), manifest.Manifest(num_classes=num_classes, splits={}))
-    train.prepare_model_dir(
-        str(records_dir),
-        str(model_dir),
-        {
-            "model": MODEL,
-            "image_size": image_size,
-            "num_classes": num_classes,
-            "label_offset": synsets.LABEL_OFFSET,
-            "records_dir": str(records_dir),
-        },
-    )
-    calibrate_batch_norm(str(model_dir), _noise((32, image_size, image_size, 3), seed).astype(np.float32), seed)
-    return table
 
 
 @pytest.fixture(scope="module")
@@ -104,21 +28,6 @@ def model_dir(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def predictor(model_dir) -> predict.Predictor:
     return predict.load_predictor(str(model_dir))
-
-
-def sample_files(sample_dir: pathlib.Path, truth: dict, kinds=None, valid=True) -> list[tuple[str, dict]]:
-    """(path in the folders layout, truth entry) for the sample's images of these kinds."""
-    out = []
-    for image in truth["images"]:
-        if image["valid"] != valid or (kinds and image["kind"] not in kinds):
-            continue
-        folder = f"train/{image['wnid']}" if image["split"] == "train" else "val"
-        out.append((str(sample_dir / "folders" / folder / image["name"]), image))
-    return out
-
-
-def _noise(shape, seed) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
 def _check_prediction(result: predict.Prediction, table: synsets.SynsetTable) -> None:
@@ -151,18 +60,18 @@ NUM_FILLERS = 33
 
 @pytest.fixture(scope="module")
 def arrays_run(predictor, sample_dir, sample_truth) -> ArraysRun:
-    gray = _noise((45, 70), seed=1)
+    gray = noise((45, 70), seed=1)
     plain_jpeg = sample_files(sample_dir, sample_truth, kinds={"jpeg"})[0][0]
     gray_jpeg = sample_files(sample_dir, sample_truth, kinds={"grayscale"})[0][0]
     arrays = [
-        _noise((50, 40, 3), seed=0),
+        noise((50, 40, 3), seed=0),
         gray,
         np.stack([gray] * 3, -1),
         gray[..., None],
-        _noise((300, 20, 3), 2),
+        noise((300, 20, 3), 2),
         np.asarray(Image.open(plain_jpeg).convert("RGB")),
         np.asarray(Image.open(gray_jpeg)),  # as Pillow decodes
-    ] + [_noise((24, 24, 3), seed=10 + i) for i in range(NUM_FILLERS)]
+    ] + [noise((24, 24, 3), seed=10 + i) for i in range(NUM_FILLERS)]
     assert arrays[6].ndim == 2  # a grayscale JPEG decodes to HxW
     restores, preprocessed = [], []
     restore, features = tf.compat.v1.train.Saver.restore, predict.array_features
@@ -206,7 +115,7 @@ def test_images_are_preprocessed_as_the_model_consumes_them(arrays_run):
 
 
 def test_array_features_are_the_eval_preprocessing():
-    array = _noise((61, 83, 3), seed=4)
+    array = noise((61, 83, 3), seed=4)
     expected = preprocessing.eval_image(array, IMAGE_SIZE).numpy()
     np.testing.assert_array_equal(predict.array_features(array, IMAGE_SIZE), expected)
 
@@ -222,7 +131,7 @@ def test_array_features_are_the_eval_preprocessing():
 )
 def test_bad_arrays_are_refused_up_front_naming_the_array(predictor, array, match):
     with pytest.raises(ValueError, match=match) as error:
-        predict.predict_arrays(predictor, [_noise((8, 8, 3), 0), array])
+        predict.predict_arrays(predictor, [noise((8, 8, 3), 0), array])
     assert "array[1]" in str(error.value)
 
 
@@ -281,7 +190,7 @@ def test_model_dir_problems_are_named(tmp_path, model_dir):
         predict.load_predictor(str(tmp_path))
     no_checkpoint = tmp_path / "no-checkpoint"
     no_checkpoint.mkdir()
-    for name in (predict.TRAIN_CONFIG_NAME, manifest.SYNSETS_NAME):
+    for name in (model_dir_lib.TRAIN_CONFIG_NAME, manifest.SYNSETS_NAME):
         (no_checkpoint / name).write_bytes((model_dir / name).read_bytes())
     with pytest.raises(FileNotFoundError, match="train the model first"):
         predict.load_predictor(str(no_checkpoint))
@@ -289,7 +198,9 @@ def test_model_dir_problems_are_named(tmp_path, model_dir):
         predict.load_predictor(str(model_dir), checkpoint_path=str(model_dir / "model.ckpt-999"))
     wrong_table = tmp_path / "wrong-table"
     wrong_table.mkdir()
-    (wrong_table / predict.TRAIN_CONFIG_NAME).write_bytes((model_dir / predict.TRAIN_CONFIG_NAME).read_bytes())
+    (wrong_table / model_dir_lib.TRAIN_CONFIG_NAME).write_bytes(
+        (model_dir / model_dir_lib.TRAIN_CONFIG_NAME).read_bytes()
+    )
     synsets.SynsetTable.build(["n01440764", "n01443537"], None).write_tsv(str(wrong_table / manifest.SYNSETS_NAME))
     with pytest.raises(ValueError, match="different builds"):
         predict.load_predictor(str(wrong_table))

@@ -146,8 +146,12 @@ def test_train_preprocessing_crops_from_the_boxed_object():
         assert (out[..., 0] > 200).any()
 
 
-def test_normalize_uses_imagenet_rgb_statistics():
-    mean = tf.broadcast_to(tf.constant(preprocessing.RGB_MEAN), [2, 4, 4, 3])
-    np.testing.assert_allclose(preprocessing.normalize(mean).numpy(), 0.0, atol=1e-5)
-    one_std = mean + tf.constant(preprocessing.RGB_STD)
-    np.testing.assert_allclose(preprocessing.normalize(one_std).numpy(), 1.0, atol=1e-5)
+def test_normalize_uses_the_published_imagenet_statistics():
+    # The ImageNet mean and standard deviation per RGB channel on the 0..1 scale, as published
+    # with the reference models (torchvision, Keras, TF slim), here on the 0..255 scale.
+    mean = 255 * np.array([0.485, 0.456, 0.406])
+    std = 255 * np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(preprocessing.RGB_MEAN, mean, rtol=1e-6)
+    np.testing.assert_allclose(preprocessing.RGB_STD, std, rtol=1e-6)
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    np.testing.assert_allclose(preprocessing.normalize(pixels).numpy(), (pixels - mean) / std, rtol=1e-5, atol=1e-5)

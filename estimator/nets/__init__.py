@@ -7,6 +7,7 @@ the trainer picks it up by name.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -16,12 +17,20 @@ from estimator.nets import layers, resnet, squeezenext
 
 _Builder = Callable[[tf.Tensor, int, bool, str, float], tf.Tensor]
 
-_NETWORKS: dict[str, tuple[_Builder, int]] = {
+
+@dataclasses.dataclass(frozen=True)
+class _Network:
+    builder: _Builder
+    image_size: int  # the size it was designed and published at
+    min_image_size: int  # its total stride: the smallest input whose last stage still sees a whole pixel
+
+
+_NETWORKS: dict[str, _Network] = {
     **{
-        name: (functools.partial(squeezenext.build, spec), squeezenext.IMAGE_SIZE)
+        name: _Network(functools.partial(squeezenext.build, spec), squeezenext.IMAGE_SIZE, squeezenext.TOTAL_STRIDE)
         for name, spec in squeezenext.SPECS.items()
     },
-    "resnet50": (resnet.build, resnet.IMAGE_SIZE),
+    "resnet50": _Network(resnet.build, resnet.IMAGE_SIZE, resnet.TOTAL_STRIDE),
 }
 
 
@@ -30,7 +39,7 @@ def network_names() -> list[str]:
     return list(_NETWORKS)
 
 
-def _lookup(name: str) -> tuple[_Builder, int]:
+def _lookup(name: str) -> _Network:
     try:
         return _NETWORKS[name]
     except KeyError:
@@ -39,7 +48,18 @@ def _lookup(name: str) -> tuple[_Builder, int]:
 
 def default_image_size(name: str) -> int:
     """The square input size the network was designed and published at."""
-    return _lookup(name)[1]
+    return _lookup(name).image_size
+
+
+def min_image_size(name: str) -> int:
+    """The smallest square input the network is meant for.
+
+    Both families halve the input five times (stride-2 stem, max pool, three
+    strided stages): below their total stride of 32 pixels the last stage's
+    map is padding more than image (the graph may still build, which is why
+    the trainer checks this number instead of waiting for a shape error).
+    """
+    return _lookup(name).min_image_size
 
 
 def build_network(
@@ -58,7 +78,7 @@ def build_network(
     batch statistics and queues its moving-average updates in
     GraphKeys.UPDATE_OPS; with False it uses the moving averages.
     """
-    builder, _ = _lookup(name)
+    builder = _lookup(name).builder
     layers.check_data_format(data_format)
     if images.shape.rank != 4 or images.shape[-1] is None:
         raise ValueError(

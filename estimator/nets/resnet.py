@@ -15,6 +15,7 @@ import tensorflow as tf
 from estimator.nets import layers
 
 IMAGE_SIZE = 224
+TOTAL_STRIDE = 32  # stem, pool, stages 2-4: 32 px of input per position of the last map
 # (bottleneck width, blocks, stride of the first block) per stage.
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
 EXPANSION = 4

@@ -32,6 +32,7 @@ import tensorflow as tf
 from estimator.nets import layers
 
 IMAGE_SIZE = 227
+TOTAL_STRIDE = 32  # stem, pool, stages 2-4: 32 px of input per position of the last map
 STEM_CHANNELS = 64
 STAGE_CHANNELS = (32, 64, 128, 256)
 HEAD_CHANNELS = 128
