@@ -91,7 +91,7 @@ bench: $(STAMP) ## speed figures beside their baselines, measured in one run -> 
 
 # The demo: the sample's classes learnt in about a minute on 2 cores, with the trainer's defaults.
 DEMO_DIR        := data/demo
-DEMO_TRAIN_ARGS := --image_size=64 --batch_size=32 --train_steps=300
+DEMO_TRAIN_ARGS := --image_size=64 --batch_size=32 --train_steps=300 --log_every_n_steps=50 --save_graph_def=false
 # Four valid validation images of the sample, listed when the recipe runs (after the sample exists).
 DEMO_IMAGES      = $(PY) -c 'import json; t = json.load(open("$(SAMPLE_DIR)/truth.json")); \
 	print(" ".join(["$(SAMPLE_DIR)/folders/val/" + i["name"] for i in t["images"] if i["split"] == "validation" and i["valid"]][:4]))'
@@ -112,21 +112,28 @@ demo: $(STAMP) ## the whole chain on the sample: records, train, export, predict
 	@echo "  model:   $(DEMO_DIR)/model  (checkpoints, metrics.json, model_stats.csv, TensorBoard events)"
 	@echo "  export:  $(DEMO_DIR)/export  (SavedModel: image bytes in, top-5 names out)"
 
-# Fine-tuning: a model trained on one set of classes, retrained on other classes (the sample's
-# image folders by default), then predicting their names. BASE_MODEL_DIR defaults to the demo's model.
-BASE_MODEL_DIR   ?= $(DEMO_DIR)/model
-FINETUNE_RECORDS ?= data/records-imagefolder
-FINETUNE_DIR     ?= data/finetune
-FINETUNE_IMAGES  ?= $(wildcard $(SAMPLE_DIR)/imagefolder/train/*/IMG_0001.jpg)
+# Fine-tuning (README: "Fine-tune on your own classes"): BASE_MODEL_DIR's network and weights, all but its
+# classifier, trained on RECORDS_DIR's classes into MODEL_DIR; then IMAGES named with those classes. With no
+# variables: the demo's model fine-tuned on the sample's image folders, predicting one image per folder.
+BASE_MODEL_DIR  ?= $(DEMO_DIR)/model
+FINETUNE_STEPS  ?= 300
+FINETUNE_SAMPLE := data/records-imagefolder
+finetune: RECORDS_DIR = $(FINETUNE_SAMPLE)
+finetune: MODEL_DIR = data/finetune
+# The base model's network (from its train_config.json): the fine-tune builds the same one.
+BASE_MODEL       = $(PY) -c 'import json; print(json.load(open("$(BASE_MODEL_DIR)/train_config.json"))["model"])'
+SAMPLE_FINETUNE  = $(if $(filter $(FINETUNE_SAMPLE),$(RECORDS_DIR)),1,)
 
-finetune: $(STAMP) ## fine-tune BASE_MODEL_DIR onto FINETUNE_RECORDS (other classes) into FINETUNE_DIR; predict FINETUNE_IMAGES
-	@test -f $(BASE_MODEL_DIR)/checkpoint || { echo "no model in BASE_MODEL_DIR=$(BASE_MODEL_DIR): run make demo, or pass BASE_MODEL_DIR=..."; exit 1; }
-	$(if $(filter data/records-imagefolder,$(FINETUNE_RECORDS)),@test -f $(FINETUNE_RECORDS)/manifest.json || \
-		$(MAKE) --no-print-directory records LAYOUT=imagefolder OUT_DIR=$(FINETUNE_RECORDS))
-	@rm -rf $(FINETUNE_DIR)
-	$(PY) -m estimator.train --records_dir=$(FINETUNE_RECORDS) --model_dir=$(FINETUNE_DIR) \
-		--fine_tune_ckpt=$(BASE_MODEL_DIR) --fine_tune_exclude=logits $(DEMO_TRAIN_ARGS) $(ARGS)
-	$(PY) -m estimator.predict --model_dir=$(FINETUNE_DIR) $(FINETUNE_IMAGES)
+finetune: $(STAMP) ## fine-tune BASE_MODEL_DIR on RECORDS_DIR's classes into MODEL_DIR, then name IMAGES="a.jpg b.jpg"
+	@test -f $(BASE_MODEL_DIR)/train_config.json || { echo "no trained model in BASE_MODEL_DIR=$(BASE_MODEL_DIR): run make demo, or pass BASE_MODEL_DIR=..."; exit 1; }
+	$(if $(SAMPLE_FINETUNE),@test -f $(RECORDS_DIR)/manifest.json || $(MAKE) --no-print-directory records LAYOUT=imagefolder OUT_DIR=$(RECORDS_DIR))
+	$(if $(SAMPLE_FINETUNE),@rm -rf $(MODEL_DIR))
+	$(PY) -m estimator.train --records_dir=$(RECORDS_DIR) --model_dir=$(MODEL_DIR) --model=$$($(BASE_MODEL)) \
+		--fine_tune_ckpt=$(BASE_MODEL_DIR) --fine_tune_exclude=logits --train_steps=$(FINETUNE_STEPS) \
+		$(if $(SAMPLE_FINETUNE),--image_size=64 --batch_size=32) $(ARGS)
+	$(if $(IMAGES),$(PY) -m estimator.predict --model_dir=$(MODEL_DIR) $(IMAGES),$(if $(SAMPLE_FINETUNE),\
+		$(PY) -m estimator.predict --model_dir=$(MODEL_DIR) $(SAMPLE_DIR)/imagefolder/train/*/IMG_0001.jpg,\
+		@echo "to name your images: make predict MODEL_DIR=$(MODEL_DIR) IMAGES=\"a.jpg b.jpg\""))
 
 # Dataflow: workers run a container holding the records job's locked packages and code (Dockerfile);
 # without IMAGE they install the project from setup.py at start-up instead.

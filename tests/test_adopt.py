@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,29 @@ def test_the_readers_point_to_adopt_and_the_cli_adopts(reference, tmp_path):
     assert (
         again.returncode == 2 and again.stderr.startswith("error: cannot adopt") and "needs no adopting" in again.stderr
     )
+
+
+@pytest.mark.slow
+def test_the_trainer_trains_on_an_adopted_build_kept_elsewhere(reference, tmp_path):
+    source, written = reference
+    meta, model_dir = tmp_path / "meta", tmp_path / "model"
+    adopt.adopt(str(source), str(meta))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "estimator.train",
+            f"--records_dir={meta}",
+            f"--model_dir={model_dir}",
+            "--image_size=48",
+            "--batch_size=8",
+            "--train_steps=10",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["num_examples"] == written["validation"] and metrics["global_step"] == 10
+    assert sorted(os.listdir(source)) == sorted(n for n in os.listdir(source) if "-of-" in n)  # untouched
