@@ -242,7 +242,6 @@ def figures(
 ) -> list[Figure]:
     small, large = sorted(datasets)
     summary = {key: process.summarise(value) for key, value in runs.items()}
-    kb_per_image = datasets[large].num_bytes / datasets[large].num_images / 1024
     other = max(s.other_cpu_share for s in summary.values())
     contended = (
         f"CONTENDED: other processes used up to {other:.0%} of the CPUs in the runs counted, so times "
@@ -250,108 +249,108 @@ def figures(
         if other > FLAGS.records_busy_share
         else f"other processes used at most {other:.0%} of the CPUs in the runs counted; "
     )
+    kb_per_image = datasets[large].num_bytes / datasets[large].num_images / 1024
     out = []
     for mode in modes:
-        job_s, job_l = summary[(mode, small)], summary[(mode, large)]
-        base_s, base_l = summary[(f"{BASELINE_PREFIX}{mode}", small)], summary[(f"{BASELINE_PREFIX}{mode}", large)]
-        base_rate = process.marginal(base_s, base_l)[0]
-        rate, rate_low, rate_high = process.marginal(job_s, job_l)
-        prefix = f"records --validate={mode}"
-        out += [
-            Figure(
-                f"{prefix}: marginal throughput {small}->{large} images",
-                rate,
-                "images/s",
-                BASELINE,
-                base_rate,
-                target=TARGET_IMAGES_PER_S[mode],
-                low=rate_low,
-                high=rate_high,
-                note=f"{contended}(kN - N) / (t_kN - t_N), fastest of {len(job_s.walls)} and "
-                f"{len(job_l.walls)} runs; range = any pairing of runs; CPU-bound ceiling "
-                f"{process.ceiling(job_s, job_l):,.0f} images/s (a rate above it is jitter); {kb_per_image:.0f} KB "
-                "per JPEG",
-            ),
-            Figure(
-                f"{prefix}: fixed cost per run",
-                process.fixed_cost_s(job_s, rate),
-                "s",
-                BASELINE,
-                process.fixed_cost_s(base_s, base_rate),
-                lower_is_better=True,
-                note="wall time at zero images: t_N - N / marginal rate (startup, planning, teardown)",
-            ),
-            Figure(
-                f"{prefix}: marginal CPU time per image",
-                process.cpu_ms_per_image(job_s, job_l),
-                "ms",
-                BASELINE,
-                process.cpu_ms_per_image(base_s, base_l),
-                lower_is_better=True,
-                note="all processes, least CPU time over the runs; over wall ms per image = cores kept busy",
-            ),
-            Figure(
-                f"{prefix}: wall time, {small} images",
-                job_s.wall_s,
-                "s",
-                BASELINE,
-                base_s.wall_s,
-                lower_is_better=True,
-                low=min(job_s.walls),
-                high=max(job_s.walls),
-                note=f"whole process, startup included; {process.walls_note(job_s)}",
-            ),
-            Figure(
-                f"{prefix}: wall time, {large} images",
-                job_l.wall_s,
-                "s",
-                BASELINE,
-                base_l.wall_s,
-                lower_is_better=True,
-                low=min(job_l.walls),
-                high=max(job_l.walls),
-                note=f"whole process, startup included; {process.walls_note(job_l)}",
-            ),
-            Figure(
-                f"{prefix}: peak tree memory, {small} images",
-                job_s.peak_tree / MB,
-                "MB",
-                BASELINE,
-                base_s.peak_tree / MB,
-                lower_is_better=True,
-                note=process.memory_note(job_s),
-            ),
-            Figure(
-                f"{prefix}: peak tree memory, {large} images",
-                job_l.peak_tree / MB,
-                "MB",
-                BASELINE,
-                base_l.peak_tree / MB,
-                lower_is_better=True,
-                note=process.memory_note(job_l),
-            ),
-            Figure(
-                f"{prefix}: peak tree memory growth {small}->{large} images",
-                job_l.peak_tree / job_s.peak_tree,
-                "x",
-                BASELINE,
-                base_l.peak_tree / base_s.peak_tree,
-                target=TARGET_RSS_GROWTH,
-                lower_is_better=True,
-                note="peak at kN / peak at N (largest over the runs)",
-            ),
-            Figure(
-                f"{prefix}: peak tree memory per extra image",
-                process.slope_kb(job_s, job_l),
-                "KB",
-                BASELINE,
-                process.slope_kb(base_s, base_l),
-                lower_is_better=True,
-                note=f"(peak at kN - peak at N) / (kN - N); at ImageNet's {IMAGENET_IMAGES:,} images that "
-                f"adds {process.slope_kb(job_s, job_l) * IMAGENET_IMAGES / 2**20:.1f} GB, if it stays linear",
-            ),
-        ]
+        job = summary[(mode, small)], summary[(mode, large)]
+        base = summary[(f"{BASELINE_PREFIX}{mode}", small)], summary[(f"{BASELINE_PREFIX}{mode}", large)]
+        out += _speed_figures(f"records --validate={mode}", mode, job, base, f"{contended}{kb_per_image:.0f} KB/JPEG")
+        out += _memory_figures(f"records --validate={mode}", job, base)
     return out
+
+
+def _speed_figures(prefix: str, mode: str, job, base, context: str) -> list[Figure]:
+    (job_s, job_l), (base_s, base_l) = job, base
+    small, large = job_s.images, job_l.images
+    rate, low, high = process.marginal(job_s, job_l)
+    base_rate = process.marginal(base_s, base_l)[0]
+    return [
+        Figure(
+            f"{prefix}: marginal throughput {small}->{large} images",
+            rate,
+            "images/s",
+            BASELINE,
+            base_rate,
+            target=TARGET_IMAGES_PER_S[mode],
+            low=low,
+            high=high,
+            note=f"{context}; (kN - N) / (t_kN - t_N), fastest of {len(job_s.walls)} and {len(job_l.walls)} "
+            f"runs; range = any pairing of runs; CPU-bound ceiling {process.ceiling(job_s, job_l):,.0f} "
+            "images/s (a rate above it is jitter)",
+        ),
+        Figure(
+            f"{prefix}: fixed cost per run",
+            process.fixed_cost_s(job_s, rate),
+            "s",
+            BASELINE,
+            process.fixed_cost_s(base_s, base_rate),
+            lower_is_better=True,
+            note="wall time at zero images: t_N - N / marginal rate (start-up, planning, teardown)",
+        ),
+        Figure(
+            f"{prefix}: marginal CPU time per image",
+            process.cpu_ms_per_image(job_s, job_l),
+            "ms",
+            BASELINE,
+            process.cpu_ms_per_image(base_s, base_l),
+            lower_is_better=True,
+            note="all processes, least CPU time over the runs; over wall ms per image = cores kept busy",
+        ),
+        *(
+            Figure(
+                f"{prefix}: wall time, {j.images} images",
+                j.wall_s,
+                "s",
+                BASELINE,
+                b.wall_s,
+                lower_is_better=True,
+                low=min(j.walls),
+                high=max(j.walls),
+                note=f"whole process, start-up included; {process.walls_note(j)}",
+            )
+            for j, b in ((job_s, base_s), (job_l, base_l))
+        ),
+    ]
+
+
+def _memory_figures(prefix: str, job, base) -> list[Figure]:
+    (job_s, job_l), (base_s, base_l) = job, base
+    small, large = job_s.images, job_l.images
+    slope = process.slope_kb(job_s, job_l)
+    return [
+        *(
+            Figure(
+                f"{prefix}: peak tree memory, {j.images} images",
+                j.peak_tree / MB,
+                "MB",
+                BASELINE,
+                b.peak_tree / MB,
+                lower_is_better=True,
+                note=process.memory_note(j),
+            )
+            for j, b in ((job_s, base_s), (job_l, base_l))
+        ),
+        Figure(
+            f"{prefix}: peak tree memory growth {small}->{large} images",
+            job_l.peak_tree / job_s.peak_tree,
+            "x",
+            BASELINE,
+            base_l.peak_tree / base_s.peak_tree,
+            target=TARGET_RSS_GROWTH,
+            lower_is_better=True,
+            note="peak at kN / peak at N (largest over the runs)",
+        ),
+        Figure(
+            f"{prefix}: peak tree memory per extra image",
+            slope,
+            "KB",
+            BASELINE,
+            process.slope_kb(base_s, base_l),
+            lower_is_better=True,
+            note=f"(peak at kN - peak at N) / (kN - N); at ImageNet's {IMAGENET_IMAGES:,} images that adds "
+            f"{slope * IMAGENET_IMAGES / 2**20:.1f} GB, if it stays linear",
+        ),
+    ]
 
 
 # --- the baseline converter ---------------------------------------------------------
