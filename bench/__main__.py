@@ -20,6 +20,7 @@ import traceback
 from absl import app, flags, logging
 
 from bench import Figure
+from records import files
 
 # Section name -> module with run(workdir) -> list[Figure], in the order they run.
 SECTIONS = {
@@ -104,11 +105,7 @@ def write_results(path: str, sections: dict[str, dict]) -> None:
         except (OSError, ValueError) as error:
             logging.warning("%s is unreadable (%s); starting it afresh", path, error)
     results.setdefault("sections", {}).update(sections)
-    temp = f"{path}.tmp"
-    with open(temp, "w") as f:
-        json.dump(results, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(temp, path)
+    files.write_atomically(path, json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def main(argv: list[str]) -> None:

@@ -1,7 +1,8 @@
 """A small, learnable records build for the trainer's tests.
 
-Written straight through records/ (serialize, manifest, synsets.tsv), in the
-exact layout the records job produces, from Pillow-drawn JPEGs: each class is a
+Written straight through records/ (serialize, manifest with shard sizes,
+synsets.tsv), in the layout of the records job's output but for rejected.tsv
+(nothing is rejected here), from Pillow-drawn JPEGs: each class is a
 colour, drawn as a noisy background plus a boxed ellipse, so a network learns
 it in a few hundred steps even from random crops. `write_records_dir` is the
 one entry point; swap it for the real pipeline output without touching tests.

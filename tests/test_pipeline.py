@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import shlex
 import shutil
@@ -227,7 +226,8 @@ def test_existing_output_needs_overwrite(sample_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_command_line_reports_counts(sample_dir, tmp_path):
+def test_the_command_line_on_worker_processes_reports_what_it_wrote(sample_dir, tmp_path):
+    """`python -m pipeline` with the multi-process runner: its workers import the project by name."""
     out = subprocess.run(
         [
             sys.executable,
@@ -237,6 +237,7 @@ def test_command_line_reports_counts(sample_dir, tmp_path):
             f"--output_dir={tmp_path}",
             "--train_shards=2",
             "--validation_shards=1",
+            "--direct_running_mode=multi_processing",
             "--direct_num_workers=2",
         ],
         capture_output=True,
@@ -244,8 +245,14 @@ def test_command_line_reports_counts(sample_dir, tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "images/s" in out.stdout and "rejected" in out.stdout
-    assert json.loads((tmp_path / "manifest.json").read_text())["splits"]["train"]["num_shards"] == 2
+    built = manifest.read_manifest(str(tmp_path))
+    for split, stats in built.splits.items():
+        counts = f"{min(stats.shard_counts)}-{max(stats.shard_counts)} per shard"
+        line = f"  {split}: {stats.num_examples} images in {stats.num_shards} shard"
+        assert any(
+            s.startswith(line) and f"({counts}), {stats.num_rejected} rejected" in s for s in out.stdout.splitlines()
+        )
+    assert built.splits["train"].num_shards == 2 and built.num_rejected == 6
 
 
 def test_the_records_job_never_imports_tensorflow(sample_dir, tmp_path):
