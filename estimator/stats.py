@@ -34,9 +34,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ start-up banners
 
 import tensorflow as tf
 from absl import app, flags, logging
@@ -260,7 +264,7 @@ def totals(stats: Sequence[LayerStats]) -> LayerStats:
 
 
 def format_totals(stats: Sequence[LayerStats]) -> str:
-    """One human line, e.g. '0.718 M params, 282.5 M MACs, 1.23 M residual adds per image'."""
+    """One human line, e.g. '0.718 M params, 278.0 M MACs, 1.10 M residual adds per image'."""
     total = totals(stats)
     return (
         f"{total.params / 1e6:.3f} M params, {total.maccs / 1e6:.1f} M MACs, "
