@@ -9,14 +9,15 @@ Two Beam pipelines run one after the other, with the launcher in between:
   2. The launcher reads the units' summaries: it now knows every class's image
      count, so it refuses an incomplete input (a truncated tar, a class with
      no images) before a single shard is written, and sizes the shards.
-  3. Write: one element per shard. Each writer reads its rows from the unit
-     indexes, reads and validates its own images, and writes one shard.
+  3. Write: one element per run of a split's shards. Each writer reads the
+     unit indexes once for its run, then reads and validates each shard's
+     images and writes the shard.
   4. The launcher gathers the shards' results into manifest.json,
      rejected.tsv and synsets.tsv.
 
 Only units and shard numbers cross the Beam graph: on the local runner
 whatever crosses a stage is held in memory, so memory stays flat however many
-images there are, and a worker holds one shard.
+images there are, and a worker holds one run's references and one shard's images.
 
 Determinism: an image's shard and place come from the keyed hash of its path
 and the seed and from the fixed order of the units, never from arrival order,
@@ -30,7 +31,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import json
+import math
 import operator
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,7 +49,6 @@ from records import features, files, images, manifest, shards, tfrecord
 from records.synsets import SynsetTable
 
 SCRATCH_NAME = ".build"  # in the output directory, until the build is complete
-RAW = "uncompressed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +117,6 @@ class IndexUnit(beam.DoFn):
         summary = {
             "split": split,
             "position": position,
-            "unit": unit.name,
-            "source": _unit_source(unit),
             "count": 0,
             "class_counts": {},
             "skipped": _skipped_once(unit, skipped),
@@ -326,29 +326,36 @@ def shard_counts(options: BuildOptions, counts: Mapping[str, int]) -> dict[str, 
 # --- 3. write -------------------------------------------------------------------------
 
 
+# A write element is a run of one split's shards, and its writer reads each
+# unit's index once for the whole run: every shard takes a few images from
+# every unit, so one shard per element would read each index once per shard
+# (ImageNet: 1,000 indexes x 1,152 shards, ~100 GB). At most this many
+# elements per split keeps that small and still spreads the work across workers.
+WRITE_ELEMENTS_PER_SPLIT = 128
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitLayout:
-    """How one split's images are dealt to its shards: units in order, their sizes and starts."""
+    """How one split's images are dealt to its shards: units in plan order (unit i's index
+    is index_path(split, i)), their sizes and starts."""
 
     num_shards: int
     units: tuple[Unit, ...]
-    positions: tuple[int, ...]  # each unit's position in the plan (its index file)
     counts: tuple[int, ...]
     starts: tuple[int, ...]  # images in all earlier units of the split
 
     @classmethod
     def build(cls, plan: Plan, summaries: list[dict], split: str, num_shards: int) -> SplitLayout:
         counts = {s["position"]: s["count"] for s in summaries if s["split"] == split}
-        positions = tuple(range(len(plan.units[split])))
-        sizes = tuple(counts[p] for p in positions)
-        starts = tuple(sum(sizes[:i]) for i in range(len(sizes)))
-        return cls(num_shards, plan.units[split], positions, sizes, starts)
+        sizes = tuple(counts[p] for p in range(len(plan.units[split])))
+        starts = tuple(itertools.accumulate(sizes, initial=0))[:-1]
+        return cls(num_shards, plan.units[split], sizes, starts)
 
 
-class WriteShard(beam.DoFn):
-    """(split, shard index) -> one complete shard file and its result in scratch.
+class WriteShards(beam.DoFn):
+    """(split, shard indexes) -> complete shard files and their results in scratch.
 
-    The shard is written under a temporary name and renamed when complete; its
+    Each shard is written under a temporary name and renamed when complete; its
     result (counts, rejections) is written first, so a shard under its final
     name always has one. A retried bundle just writes both again, identically.
     """
@@ -365,12 +372,14 @@ class WriteShard(beam.DoFn):
         self._layouts, self._table, self._filename_is_path = layouts_by_split, table, filename_is_path
         self._options, self._scratch, self._output_dir = options, scratch, output_dir
 
-    def process(self, element: tuple[str, int]) -> Iterator[str]:
-        split, shard_index = element
+    def process(self, element: tuple[str, tuple[int, ...]]) -> Iterator[str]:
+        split, shard_indexes = element
         layout = self._layouts[split]
-        name = shards.shard_name(split, shard_index, layout.num_shards)
+        for shard_index, chosen in zip(shard_indexes, self._rows(split, shard_indexes, layout)):
+            yield self._write_shard(split, shards.shard_name(split, shard_index, layout.num_shards), chosen)
+
+    def _write_shard(self, split: str, name: str, chosen: list[tuple[str, Unit, index.Entry]]) -> str:
         final = files.join(self._output_dir, name)
-        chosen = self._rows(split, shard_index, layout)
         data, rejected = _read_images(chosen)
         temp = files.temp_name(final)
         try:
@@ -383,20 +392,24 @@ class WriteShard(beam.DoFn):
                 f"{final}: cannot write the shard ({images.describe_error(error)}); free disk space or "
                 "fix the permissions, then finish the build with --resume"
             ) from error
-        yield name
+        return name
 
-    def _rows(self, split: str, shard_index: int, layout: SplitLayout) -> list[tuple[str, Unit, index.Entry]]:
-        """This shard's images, in shard order: (identity, unit, entry)."""
-        chosen = []
-        for unit, position, count, start in zip(layout.units, layout.positions, layout.counts, layout.starts):
-            first = (shard_index - start) % layout.num_shards
-            if first >= count:
+    def _rows(
+        self, split: str, shard_indexes: Sequence[int], layout: SplitLayout
+    ) -> list[list[tuple[str, Unit, index.Entry]]]:
+        """Each shard's images, in shard order: (identity, unit, entry); each unit's index read once."""
+        chosen = [[] for _ in shard_indexes]
+        for position, (unit, count, start) in enumerate(zip(layout.units, layout.counts, layout.starts)):
+            firsts = [(shard_index - start) % layout.num_shards for shard_index in shard_indexes]
+            if min(firsts, default=count) >= count:
                 continue
             unit_index = index.read(self._scratch.index_path(split, position))
-            for row in range(first, count, layout.num_shards):
-                entry = unit_index.entry(row)
-                chosen.append((unit.image_path(entry.inside), unit, entry))
-        chosen.sort(key=lambda c: (c[2].key, c[0]))
+            for shard_rows, first in zip(chosen, firsts):
+                for row in range(first, count, layout.num_shards):
+                    entry = unit_index.entry(row)
+                    shard_rows.append((unit.image_path(entry.inside), unit, entry))
+        for shard_rows in chosen:
+            shard_rows.sort(key=lambda c: (c[2].key, c[0]))
         return chosen
 
     def _write(self, temp: str, split: str, chosen, data: Mapping[int, bytes], rejected: list) -> dict:
@@ -465,7 +478,7 @@ def _read_images(chosen: Sequence[tuple[str, Unit, index.Entry]]) -> tuple[dict[
     return data, rejected
 
 
-def write_pipeline(root: beam.Pipeline, todo: Sequence[tuple[str, int]], shard_writer: WriteShard) -> None:
+def write_pipeline(root: beam.Pipeline, todo: Sequence[tuple[str, tuple[int, ...]]], shard_writer: WriteShards) -> None:
     _ = (
         root
         | "Shards" >> beam.Create(list(todo))
@@ -474,16 +487,19 @@ def write_pipeline(root: beam.Pipeline, todo: Sequence[tuple[str, int]], shard_w
     )
 
 
-def shards_to_write(output_dir: str, scratch: Scratch, num_shards: Mapping[str, int]) -> list[tuple[str, int]]:
-    """Every shard that is not finished: a finished one has its final file and its result."""
+def shards_to_write(
+    output_dir: str, scratch: Scratch, num_shards: Mapping[str, int]
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Every shard that is not finished, as write elements (runs of a split's shards).
+    A finished shard has its final file and its result."""
     done_shards = set(files.match(output_dir, "*-?????-of-?????"))
     done_results = set(files.match(scratch.results_dir, "*.json"))
     todo = []
     for split, count in sorted(num_shards.items()):
-        for shard_index in range(count):
-            name = shards.shard_name(split, shard_index, count)
-            if not (name in done_shards and f"{name}.json" in done_results):
-                todo.append((split, shard_index))
+        names = [shards.shard_name(split, shard_index, count) for shard_index in range(count)]
+        missing = [i for i, name in enumerate(names) if not (name in done_shards and f"{name}.json" in done_results)]
+        run_length = math.ceil(count / WRITE_ELEMENTS_PER_SPLIT)
+        todo += [(split, tuple(missing[i : i + run_length])) for i in range(0, len(missing), run_length)]
     return todo
 
 

@@ -11,7 +11,8 @@ one and every training shard mixes all classes.
 The index lives in a small binary file per unit in the build's scratch
 directory, not in the Beam graph: what crosses a shuffle on the local runner
 is held in memory, and per-image references there cost gigabytes for
-ImageNet. A shard writer reads only the rows it needs from each unit's file.
+ImageNet. A writer reads each unit's file once for a run of shards and keeps
+only those shards' rows.
 
 File layout (little-endian): magic, header (row count, bytes of paths, box
 count), a fixed-width row table (`ROW`), the paths inside the unit (UTF-8,
@@ -74,8 +75,8 @@ def held_out(image_paths: Sequence[str], fraction: float, seed: int) -> set[int]
     return set(ranked[:wanted])
 
 
-def write(path: str, entries: Iterable[Entry]) -> int:
-    """Writes a unit's index (entries already in their final order); returns the row count."""
+def write(path: str, entries: Iterable[Entry]) -> None:
+    """Writes a unit's index (entries already in their final order)."""
     entries = list(entries)
     encoded_paths = [entry.inside.encode("utf-8") for entry in entries]
     box_counts = [len(entry.boxes) for entry in entries]
@@ -93,7 +94,6 @@ def write(path: str, entries: Iterable[Entry]) -> int:
     header = MAGIC + _HEADER.pack(len(rows), len(blob), len(boxes))
     box_bytes = np.asarray(boxes, "<f4").reshape(-1, 4).tobytes()
     files.write_atomically(path, header + rows.tobytes() + blob + box_bytes)
-    return len(rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +103,6 @@ class UnitIndex:
     rows: np.ndarray
     paths: bytes
     boxes: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def entry(self, position: int) -> Entry:
         row = self.rows[position]

@@ -83,7 +83,7 @@ def _write(plan, request: Request, scratch: build.Scratch, summaries, counts, nu
     layouts_by_split = {
         split: build.SplitLayout.build(plan, summaries, split, num_shards[split]) for split in sorted(num_shards)
     }
-    writer = build.WriteShard(
+    writer = build.WriteShards(
         layouts_by_split, plan.synsets, plan.filename_is_path, request.options, scratch, request.output_dir
     )
     total = sum(counts.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
 import shlex
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from pipeline_util import build_records, read_split
 from pipeline import build, layouts
 from pipeline.errors import InputError
 from pipeline.options import BuildOptions
-from records import manifest, synsets
+from records import manifest, shards, synsets
 
 LAYOUTS = ("tars", "folders", "kaggle")
 
@@ -125,6 +126,32 @@ def test_same_bytes_whatever_the_worker_count(sample_dir, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
 
+def test_a_run_of_shards_written_together_gives_the_same_bytes(sample_dir, tmp_path, monkeypatch):
+    build_records(sample_dir / "folders", tmp_path / "one_each")  # 3 + 2 shards: one shard per element
+    monkeypatch.setattr(build, "WRITE_ELEMENTS_PER_SPLIT", 1)  # each split's shards in a single element
+    build_records(sample_dir / "folders", tmp_path / "together")
+    names = sorted(n for n in os.listdir(tmp_path / "one_each") if "-of-" in n)
+    assert len(names) == 5
+    for name in names + [manifest.MANIFEST_NAME, manifest.REJECTED_NAME]:
+        assert (tmp_path / "one_each" / name).read_bytes() == (tmp_path / "together" / name).read_bytes(), name
+
+
+def test_shards_to_write_are_the_unfinished_ones_in_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(build, "WRITE_ELEMENTS_PER_SPLIT", 2)
+    scratch = build.Scratch(str(tmp_path))
+    os.makedirs(scratch.results_dir)
+    assert build.shards_to_write(scratch.output_dir, scratch, {"train": 5, "validation": 1}) == [
+        ("train", (0, 1, 2)),
+        ("train", (3, 4)),
+        ("validation", (0,)),
+    ]
+    finished, half_done = shards.shard_name("train", 1, 5), shards.shard_name("train", 3, 5)
+    for name in (finished, half_done):
+        (tmp_path / name).write_bytes(b"")
+    pathlib.Path(scratch.result_path(finished)).write_text("{}")  # a shard without its result is not finished
+    assert build.shards_to_write(scratch.output_dir, scratch, {"train": 5}) == [("train", (0, 2, 3)), ("train", (4,))]
+
+
 def test_seed_changes_order_not_content(sample_dir, tmp_path):
     build_records(sample_dir / "folders", tmp_path / "a", seed=1)
     build_records(sample_dir / "folders", tmp_path / "b", seed=2)
@@ -171,10 +198,10 @@ def test_make_dataflow_translates_both_jobs_offline(sample_dir, image):
     scratch = build.Scratch("gs://example-bucket/imagenet/records")
     index_job = beam.Pipeline(options=options)
     build.index_pipeline(index_job, plan, BuildOptions(), scratch)
-    layout = build.SplitLayout(2, plan.units["train"], tuple(range(4)), (8,) * 4, (0, 8, 16, 24))
-    writer = build.WriteShard({"train": layout}, plan.synsets, False, BuildOptions(), scratch, scratch.output_dir)
+    layout = build.SplitLayout(2, plan.units["train"], (8,) * 4, (0, 8, 16, 24))
+    writer = build.WriteShards({"train": layout}, plan.synsets, False, BuildOptions(), scratch, scratch.output_dir)
     write_job = beam.Pipeline(options=options)
-    build.write_pipeline(write_job, [("train", 0), ("train", 1)], writer)
+    build.write_pipeline(write_job, [("train", (0,)), ("train", (1,))], writer)
     for root, steps in ((index_job, {"SplitBoxes", "Index", "WriteSummaries"}), (write_job, {"WriteShards"})):
         result = root.run()
         pipeline_proto = result.job.proto_pipeline
