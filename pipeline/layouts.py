@@ -271,7 +271,7 @@ def _plan_folders(layout: str, input_dir: str, data_dir: str, options: BuildOpti
     if layout == "folders" and folder_classes and not all(_WNID.match(c) for c in folder_classes):
         layout = "imagefolder"
     if layout == "imagefolder":
-        return _plan_image_folders(input_dir, train_dir, val_dir, train_classes, val_classes, options)
+        return _plan_image_folders(input_dir, train_dir, val_dir, train_classes, val_classes, folder_classes, options)
 
     text_file = options.synsets_file or next(
         (p for p in (files.join(input_dir, n) for n in TEXT_FILES) if files.exists(p)), None
@@ -298,7 +298,6 @@ def _plan_folders(layout: str, input_dir: str, data_dir: str, options: BuildOpti
     else:
         val_units = ()
     units = _with_holdout(train_units, val_units, options, input_dir)
-    _check_known(table, (u.synset for split in units.values() for u in split if u.synset), data_dir)
     found = [p for p in (text_file, boxes_tarball) if p]
     return Plan(layout, input_dir, table, units, val_labels, boxes_tarball, _sizes(found))
 
@@ -309,6 +308,7 @@ def _plan_image_folders(
     val_dir: str | None,
     train_classes: list[str],
     val_classes: list[str],
+    folder_classes: list[str],
     options: BuildOptions,
 ) -> Plan:
     """Any dataset as train/<class>/...: labels 1..N in sorted folder order, or the class list's order."""
@@ -317,7 +317,6 @@ def _plan_image_folders(
             f"{val_dir}: holds files but no class folders; put them in {val_dir}/<class>/, or remove "
             "the folder and hold out part of train with --validation_fraction"
         )
-    folder_classes = sorted(set(train_classes) | set(val_classes))
     if options.synsets_file:
         table = _class_list_table(options.synsets_file, folder_classes)
     else:
@@ -339,12 +338,7 @@ def _class_list_table(path: str, folder_classes: list[str]) -> SynsetTable:
             table = SynsetTable.build(names, texts, keep_order=True, source=path)
     except synsets_lib.SynsetFileError as error:
         raise LayoutError(str(error)) from error
-    unknown = sorted(set(folder_classes) - set(table.synsets))
-    if unknown:
-        raise LayoutError(
-            f"{path}: {len(unknown)} class folders are not in this class list ({', '.join(unknown[:5])}); "
-            "add them to the list or remove the folders"
-        )
+    _check_known(table, folder_classes, path, fix="add the class folders to the list or remove them")
     return table
 
 
@@ -448,13 +442,12 @@ def _match_labels(image_names: list[str], wnids: list[str], origin: str) -> dict
     return dict(zip(sorted(image_names), wnids))
 
 
-def _check_known(table: SynsetTable, synsets: Iterable[str], origin: str) -> None:
+def _check_known(
+    table: SynsetTable, synsets: Iterable[str], origin: str, fix: str = "pass a --synsets_file that lists them"
+) -> None:
     unknown = sorted(set(synsets) - set(table.synsets))
     if unknown:
-        raise LayoutError(
-            f"{origin}: {len(unknown)} classes not in the class list ({', '.join(unknown[:5])}); "
-            "pass a --synsets_file that lists them"
-        )
+        raise LayoutError(f"{origin}: {len(unknown)} classes not in the class list ({', '.join(unknown[:5])}); {fix}")
 
 
 # --- small filesystem helpers -------------------------------------------------------

@@ -113,6 +113,9 @@ def test_a_validation_folder_and_a_class_list_with_texts(input_dir, tmp_path):
         f"{c}/{n}" for c in classes for n in ("IMG_0001.jpg", "IMG_0002.JPG")
     )
     assert all(r.label == table.label_of(r.synset) for r in validation)
+    (tmp_path / "short.txt").write_text("daisy\ndandelion\n")
+    with pytest.raises(layouts.LayoutError, match=r"short.txt: 3 classes not in the class list \(red rose, sunflower"):
+        build_records(root, tmp_path / "short", synsets_file=str(tmp_path / "short.txt"))
 
 
 def test_nested_folders_inside_a_class_are_part_of_it(input_dir, tmp_path):
