@@ -15,7 +15,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Sequence
 
-from records import features, files, manifest, shardmap, shards, tfrecord, wire
+from records import features, files, manifest, shardmap, shards, tfrecord
 from records.synsets import LABEL_OFFSET, SynsetTable
 
 
@@ -28,23 +28,24 @@ def scan_shard(path: str) -> dict:
     first problem ('' if none). A JSON-able dict, so it travels back from Beam workers."""
     counts: collections.Counter = collections.Counter()
     classes: set[tuple[int, str, str]] = set()
-    problem = ""
+    problem, num_bytes = "", 0
     try:
         with files.open_read(path) as f:
             for number, data in enumerate(tfrecord.read_frames(f)):
-                missing = features.schema_problems(wire.decode(data))
-                if missing:
-                    problem = f"{path} record {number}: {missing[0]}"
+                try:
+                    record = features.from_example(data)
+                except ValueError as error:  # a missing key, bytes that are not an Example, text not UTF-8
+                    problem = f"{path} record {number}: {error}"
                     break
-                record = features.from_example(data)
+                num_bytes += len(data) + tfrecord.FRAME_OVERHEAD
                 counts[record.synset] += 1
                 classes.add((record.label, record.synset, record.text))
-    except ValueError as error:  # a CRC or framing error, bytes that are not an Example, text not UTF-8
+    except ValueError as error:  # a CRC or framing error
         problem = f"{path}: {error}"
     return {
         "path": path,
         "num_records": sum(counts.values()),
-        "num_bytes": files.size(path),
+        "num_bytes": num_bytes,
         "class_counts": dict(counts),
         "classes": sorted(classes),
         "problem": problem,
@@ -91,7 +92,7 @@ def adopt(
 
 def _shard_layout(source_dir: str) -> dict[str, int]:
     """split -> shard count, checked complete: every index 0..N-1 of one N."""
-    names = files.match(source_dir, "*-?????-of-?????")
+    names = files.match(source_dir, shards.shard_pattern("*"))
     layout: dict[str, set[int]] = collections.defaultdict(set)
     for name in names:
         parsed = shards.parse_shard_name(name)

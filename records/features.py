@@ -124,7 +124,11 @@ def from_example(serialized: bytes) -> ImageRecord:
 
     ValueError naming the key when the record does not follow SCHEMA.
     """
-    decoded = wire.decode(serialized)
+    return from_decoded(wire.decode(serialized))
+
+
+def from_decoded(decoded: dict[str, wire.Feature]) -> ImageRecord:
+    """from_example for an Example already decoded (verify looks at the raw features too)."""
     problems = schema_problems(decoded)
     if problems:
         raise ValueError("; ".join(problems))

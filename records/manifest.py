@@ -113,7 +113,8 @@ def shard_file_problems(records_dir: str, built: Manifest, splits: Iterable[str]
     missing, left from another build (readers glob every shard), or not the size that was written
     (cut short by a copy, even at a record boundary). Costs one directory listing, no reads."""
     location = built.shards_location(records_dir)
-    on_disk = files.match(location, "*-?????-of-?????")
+    on_disk = files.match(location, shards.shard_pattern("*"))
+    split_of = {name: parsed[0] for name in on_disk if (parsed := shards.parse_shard_name(name))}
     problems = []
     for split in sorted(built.splits if splits is None else splits):
         stats = built.splits[split]
@@ -130,14 +131,17 @@ def shard_file_problems(records_dir: str, built: Manifest, splits: Iterable[str]
                     f"written ({stats.shard_counts[index]} records): the file is damaged or cut short (an "
                     "interrupted copy?); copy it again from the original build or rebuild the records"
                 )
-        for name in sorted(set(on_disk) - set(expected)):
-            parsed = shards.parse_shard_name(name)
-            if parsed and parsed[0] == split:
-                problems.append(
-                    f"{files.join(location, name)}: not listed in manifest.json (left from another build?); "
-                    "readers glob every shard in the directory, so remove it or rebuild into an empty directory"
-                )
+        problems += [_stray(location, n) for n in sorted(set(split_of) - set(expected)) if split_of[n] == split]
+    if splits is None:  # a shard of a split the manifest does not know is a stray too
+        problems += [_stray(location, n) for n in sorted(split_of) if split_of[n] not in built.splits]
     return problems
+
+
+def _stray(location: str, name: str) -> str:
+    return (
+        f"{files.join(location, name)}: not listed in manifest.json (left from another build?); "
+        "readers glob every shard in the directory, so remove it or rebuild into an empty directory"
+    )
 
 
 def format_rejected(rows: Iterable[tuple[str, str, str]]) -> str:

@@ -17,6 +17,7 @@ import google_crc32c
 from records import files
 
 _MASK_DELTA = 0xA282EAD8
+FRAME_OVERHEAD = 16  # bytes around each record: its length (8), the length's CRC (4), the data's CRC (4)
 
 
 def _masked_crc(data: bytes) -> int:

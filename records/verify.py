@@ -8,11 +8,11 @@ on its own (`verify_shard`), so the same function runs in a local process pool
 too large for one machine; only the small per-shard reports are combined and
 held against manifest.json.
 
-Per record: both TFRecord CRCs; every key of the contract's `PARSE_SPEC`
+Per record: both TFRecord CRCs; every key of the contract's `SCHEMA`
 present with the kind and arity the trainer's parser demands; a full Pillow
 decode of `image/encoded` whose size and channels agree with the stored
 height, width, channels and colorspace; the label within 1..N and agreeing
-with synsets.tsv on wnid and text; boxes inside [0, 1] and well-formed.
+with synsets.tsv on synset and text; boxes inside [0, 1] and well-formed.
 Per build: the set of shard files is exactly what manifest.json lists, and
 the per-shard, per-class and rejected counts agree with it.
 """
@@ -47,7 +47,7 @@ class ShardReport:
     path: str
     num_records: int  # records whose frames (and CRCs) read back, good or bad
     num_bytes: int
-    class_counts: dict[str, int]  # wnid -> records, as the records say
+    class_counts: dict[str, int]  # synset (class id) -> records, as the records say
     problems: tuple[str, ...]  # the first few, each naming shard and record index
     num_bad_records: int  # every record with a problem (problems lists at most a few)
     complete: bool  # False when a framing error or I/O error stopped the read
@@ -123,10 +123,10 @@ def verify_shard(path: str, table: SynsetTable, *, max_problems: int = DEFAULT_M
         with files.open_read(path) as f:
             for index, data in enumerate(tfrecord.read_frames(f)):
                 num_records += 1
-                num_bytes += len(data) + 16
-                wnid, filename, errors = check_record(data, table)
-                if wnid is not None:
-                    class_counts[wnid] += 1
+                num_bytes += len(data) + tfrecord.FRAME_OVERHEAD
+                synset, filename, errors = check_record(data, table)
+                if synset is not None:
+                    class_counts[synset] += 1
                 if errors:
                     where = f"{name} record {index}" + (f" ({filename})" if filename else "")
                     report(f"{where}: {'; '.join(errors)}")
@@ -151,9 +151,9 @@ def check_record(data: bytes, table: SynsetTable) -> tuple[str | None, str, list
     if errors:
         return None, "", errors
     try:
-        record = features.from_example(data)
-    except (ValueError, UnicodeDecodeError) as error:  # e.g. a text that is not UTF-8
-        return None, "", [f"records.features.from_example cannot read it ({images.describe_error(error)})"]
+        record = features.from_decoded(decoded)
+    except ValueError as error:  # e.g. a text that is not UTF-8
+        return None, "", [f"records.features.from_decoded cannot read it ({images.describe_error(error)})"]
     errors = _label_problems(record, table) + _box_problems(decoded, record) + _image_problems(record)
     return record.synset, record.filename, errors
 
@@ -297,7 +297,7 @@ def _plan(records_dir: str) -> _Plan:
             expected[shards.shard_name(split, index, stats.num_shards)] = count
     problems += manifest.shard_file_problems(records_dir, built)
     location = built.shards_location(records_dir)
-    on_disk = set(files.match(location, "*-?????-of-?????"))
+    on_disk = set(files.match(location, shards.shard_pattern("*")))
     for temporary in sorted(files.match(location, f"*{files.TEMP_MARKER}*")):
         problems.append(
             f"{files.join(location, temporary)}: a temporary file of an unfinished write (a killed build?); "

@@ -21,7 +21,6 @@ import struct
 from collections.abc import Mapping, Sequence
 
 BYTES, FLOAT, INT64 = "bytes_list", "float_list", "int64_list"
-KINDS = (BYTES, FLOAT, INT64)
 _FIELD_OF_KIND = {BYTES: 1, FLOAT: 2, INT64: 3}
 _KIND_OF_FIELD = {field: kind for kind, field in _FIELD_OF_KIND.items()}
 _VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
