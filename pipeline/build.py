@@ -306,7 +306,7 @@ def _official_count_warnings(plan: Plan, options: BuildOptions, counts: Mapping[
         if split in plan.units and counts.get(split, 0) != expected
     ]
     message = "; ".join(list(plan.warnings) + differ)
-    if differ and options.strict_imagenet:
+    if message and options.strict_imagenet:  # the counts, or the tars' sizes and completeness (plan.warnings)
         raise InputError(f"not the complete ILSVRC2012: {message}; drop --strict_imagenet to build it anyway")
     return differ
 
@@ -492,7 +492,7 @@ def shards_to_write(
 ) -> list[tuple[str, tuple[int, ...]]]:
     """Every shard that is not finished, as write elements (runs of a split's shards).
     A finished shard has its final file and its result."""
-    done_shards = set(files.match(output_dir, "*-?????-of-?????"))
+    done_shards = set(files.match(output_dir, shards.shard_pattern("*")))
     done_results = set(files.match(scratch.results_dir, "*.json"))
     todo = []
     for split, count in sorted(num_shards.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import io
 import os
@@ -172,3 +173,10 @@ def test_a_1000_class_input_is_held_against_the_official_facts(tmp_path):
     ]
     with pytest.raises(InputError, match="not the complete ILSVRC2012: train has 1,281,000 images"):
         build._official_count_warnings(plan, BuildOptions(strict_imagenet=True), build.split_counts(summaries))
+    right_count_wrong_size = dataclasses.replace(plan, warnings=tuple(warnings))
+    summaries = [{"split": "train", "count": layouts.OFFICIAL_NUM_IMAGES["train"], "class_counts": {}}]
+    assert build._official_count_warnings(right_count_wrong_size, BuildOptions(), build.split_counts(summaries)) == []
+    with pytest.raises(InputError, match=f"not the complete ILSVRC2012: {val_tar} is 10,240 bytes"):
+        build._official_count_warnings(
+            right_count_wrong_size, BuildOptions(strict_imagenet=True), build.split_counts(summaries)
+        )
