@@ -4,7 +4,8 @@ ModelStats records what the model costs (parameters, MACs per layer) next to
 its checkpoints, computed from the very graph being trained; ExamplesPerSecond
 is the console's progress line: loss, learning rate, throughput in the unit
 people compare (images/s, not steps/s) and how long the run has left;
-AfterSessionCreated writes the model_dir's own files once the model exists.
+AfterSessionCreated runs a callback once the model exists (the trainer writes
+the model_dir's own files with it, so a run refused earlier leaves none).
 """
 
 from __future__ import annotations

@@ -122,8 +122,7 @@ def peak_learning_rate(base_learning_rate: float, batch_size: int) -> float:
     scaling is what keeps larger batches on it (Goyal et al., up to 8k images).
     Scaling *down* for small batches too left short runs barely learning:
     300 steps of 32 images at 64 px on the 10-class sample reached top-1 0.43
-    with 0.0125 (0.1 x 32/256) against 0.92 with 0.1, and fine-tuning onto new
-    classes reached 0.98 with either (README, "Defaults").
+    with 0.0125 (0.1 x 32/256) against 0.91 with 0.1 (README, "Defaults that learn").
     """
     return base_learning_rate * max(batch_size, LR_REFERENCE_BATCH) / LR_REFERENCE_BATCH
 

@@ -47,7 +47,7 @@ from absl import app, flags, logging
 from estimator import finetune, hooks, model, nets
 from estimator import input as input_lib
 from estimator import model_dir as model_dir_lib
-from records import manifest
+from records import files
 
 DISTRIBUTE_CHOICES = ("none", "mirrored", "multi_worker")
 DEFAULT_TRAIN_EPOCHS = 120  # the SqueezeNext paper's schedule
@@ -241,16 +241,15 @@ def plan_run(options: TrainOptions) -> Plan:
     Raises ValueError / FileNotFoundError (one line naming the flag or file and the fix).
     """
     options.check()
-    build = manifest.read_manifest(options.records_dir)
     train_files = input_lib.split_files(options.records_dir, "train")
     validation_files = input_lib.split_files(options.records_dir, "validation")
-    params = _model_params(options, build.num_classes, train_files.num_examples)
+    params = _model_params(options, train_files.num_classes, train_files.num_examples)
     train_config = {key: params[key] for key in ("model", "image_size", "num_classes")}
-    train_config.update(label_offset=build.label_offset, records_dir=options.records_dir)
+    train_config.update(label_offset=train_files.label_offset, records_dir=options.records_dir)
     model_dir_lib.check_reusable(options.model_dir, train_config)
     model_dir_lib.read_class_table(
         options.records_dir,
-        build.num_classes,
+        train_files.num_classes,
         counted_in="manifest.json",
         fix="the records build is incomplete or mixed (predict needs the synset table); rebuild it with `make records`",
     )
@@ -335,7 +334,7 @@ def _checkpoint_dir(model_dir: str, role: Role) -> Iterator[str]:
     try:
         latest = tf.train.latest_checkpoint(model_dir)
         if latest:
-            absolute = latest if "://" in latest else os.path.abspath(latest)
+            absolute = latest if files.is_remote(latest) else os.path.abspath(latest)
             tf.compat.v1.train.update_checkpoint_state(scratch, absolute)
         logging.info("%s: checkpoints and summaries go to %s (removed at exit)", role.name, scratch)
         yield scratch
