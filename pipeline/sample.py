@@ -28,6 +28,7 @@ from absl import app, flags, logging
 
 from pipeline import sample_folders
 from pipeline.pictures import HOSTILE_KINDS, Box, draw_picture, encode
+from records import files
 
 # Real ILSVRC2012 classes (wnid, text exactly as in imagenet_metadata.txt, family,
 # a short gloss). Animals and artifacts alternate so that any prefix has both
@@ -356,12 +357,6 @@ def _tar_bytes(members: list[tuple[str, bytes | None]]) -> bytes:
     return buffer.getvalue()
 
 
-def _write(path: str, payload: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(payload)
-
-
 def _write_tars(
     root: str,
     classes: list[dict],
@@ -376,7 +371,7 @@ def _write_tars(
         for cls in classes:
             inner = _tar_bytes([(s["name"], s["bytes"]) for s in train if s["wnid"] == cls["wnid"]])
             outer.addfile(_tar_info(f"{cls['wnid']}.tar", len(inner)), io.BytesIO(inner))
-    _write(os.path.join(root, VAL_TAR), _tar_bytes([(s["name"], s["bytes"]) for s in val]))
+    files.write_atomically(os.path.join(root, VAL_TAR), _tar_bytes([(s["name"], s["bytes"]) for s in val]))
     devkit = _tar_bytes(
         [
             (f"{DEVKIT_DIR}/", None),
@@ -385,27 +380,27 @@ def _write_tars(
             (f"{DEVKIT_DIR}/data/ILSVRC2012_validation_ground_truth.txt", ground_truth),
         ]
     )
-    _write(os.path.join(root, DEVKIT_TAR), gzip.compress(devkit, mtime=0))
+    files.write_atomically(os.path.join(root, DEVKIT_TAR), gzip.compress(devkit, mtime=0))
     bbox_members: list[tuple[str, bytes | None]] = []
     for wnid in sorted({member.split("/")[0] for member in xmls}):
         bbox_members.append((f"{wnid}/", None))
         bbox_members += [(m, xmls[m]) for m in sorted(xmls) if m.startswith(wnid + "/")]
-    _write(os.path.join(root, BBOX_TAR), gzip.compress(_tar_bytes(bbox_members), mtime=0))
+    files.write_atomically(os.path.join(root, BBOX_TAR), gzip.compress(_tar_bytes(bbox_members), mtime=0))
 
 
 def _write_folders(root: str, classes: list[dict], train: list[dict], val: list[dict], xmls: dict[str, bytes]) -> None:
     for slot in train:
-        _write(os.path.join(root, "train", slot["wnid"], slot["name"]), slot["bytes"])
+        files.write_atomically(os.path.join(root, "train", slot["wnid"], slot["name"]), slot["bytes"])
     for slot in val:
-        _write(os.path.join(root, "val", slot["name"]), slot["bytes"])
+        files.write_atomically(os.path.join(root, "val", slot["name"]), slot["bytes"])
     for member, payload in xmls.items():
-        _write(os.path.join(root, "bbox", member), payload)
-    _write(os.path.join(root, VAL_LABELS_TXT), "".join(f"{s['wnid']}\n" for s in val).encode())
+        files.write_atomically(os.path.join(root, "bbox", member), payload)
+    files.write_atomically(os.path.join(root, VAL_LABELS_TXT), "".join(f"{s['wnid']}\n" for s in val).encode())
     entries = [(c["wnid"], c["text"]) for c in classes]
     entries += [PARENT_SYNSETS[f] for f in sorted({c["family"] for c in classes})]
     entries += [GRANDPARENT_SYNSET, *EXTRA_METADATA_SYNSETS]
     lines = "".join(f"{wnid}\t{text}\n" for wnid, text in sorted(set(entries)))
-    _write(os.path.join(root, METADATA_TXT), lines.encode())
+    files.write_atomically(os.path.join(root, METADATA_TXT), lines.encode())
 
 
 def _write_kaggle(
@@ -418,13 +413,13 @@ def _write_kaggle(
     rng: np.random.Generator,
 ) -> None:
     for slot in train:
-        _write(os.path.join(root, KAGGLE_DATA, "train", slot["wnid"], slot["name"]), slot["bytes"])
+        files.write_atomically(os.path.join(root, KAGGLE_DATA, "train", slot["wnid"], slot["name"]), slot["bytes"])
     for slot in val:
-        _write(os.path.join(root, KAGGLE_DATA, "val", slot["name"]), slot["bytes"])
+        files.write_atomically(os.path.join(root, KAGGLE_DATA, "val", slot["name"]), slot["bytes"])
     for member, payload in xmls.items():
-        _write(os.path.join(root, KAGGLE_ANNOTATIONS, "train", member), payload)
+        files.write_atomically(os.path.join(root, KAGGLE_ANNOTATIONS, "train", member), payload)
     mapping = "".join(f"{c['wnid']} {c['text']}\n" for c in classes)
-    _write(os.path.join(root, "LOC_synset_mapping.txt"), mapping.encode())
+    files.write_atomically(os.path.join(root, "LOC_synset_mapping.txt"), mapping.encode())
     train_rows = [
         f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], raw_boxes[s['name']])}\n"
         for s in train
@@ -433,7 +428,7 @@ def _write_kaggle(
     val_rows = [f"{s['name'].rsplit('.', 1)[0]},{_prediction_string(s['wnid'], s['drawn_boxes'])}\n" for s in val]
     for name, rows in (("LOC_train_solution.csv", train_rows), ("LOC_val_solution.csv", val_rows)):
         shuffled = [rows[int(i)] for i in rng.permutation(len(rows))]
-        _write(os.path.join(root, name), ("ImageId,PredictionString\n" + "".join(shuffled)).encode())
+        files.write_atomically(os.path.join(root, name), ("ImageId,PredictionString\n" + "".join(shuffled)).encode())
 
 
 # --------------------------------------------------------------------------- entry points

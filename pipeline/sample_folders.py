@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from pipeline import pictures
+from records import files
 
 DIR_NAME = "imagefolder"
 CLASSES = ("daisy", "dandelion", "red rose", "sunflower", "tulipán")  # sorted: label order
@@ -36,7 +37,7 @@ def generate(root: str, per_class: int, seed: int) -> dict:
         for number in range(1, per_class + 1):
             images.append(_write_image(root, label, class_name, number, seed))
     for relative, payload in NOT_IMAGES.items():
-        _write(os.path.join(root, "train", relative), payload)
+        files.write_atomically(os.path.join(root, "train", relative), payload)
     return {"classes": list(CLASSES), "images": images, "skipped": sorted(NOT_IMAGES)}
 
 
@@ -48,7 +49,7 @@ def _write_image(root: str, label: int, class_name: str, number: int, seed: int)
     rng = np.random.default_rng([seed, 7, label, number])
     width, height = int(rng.integers(100, 301)), int(rng.integers(100, 301))
     picture, _ = pictures.draw_picture(label, len(CLASSES), width, height, rng)
-    _write(os.path.join(root, "train", class_name, name), pictures.encode(kind, picture, rng))
+    files.write_atomically(os.path.join(root, "train", class_name, name), pictures.encode(kind, picture, rng))
     valid = kind not in pictures.HOSTILE_KINDS
     return {
         "path": f"{class_name}/{name}",
@@ -59,9 +60,3 @@ def _write_image(root: str, label: int, class_name: str, number: int, seed: int)
         "width": width if valid else None,
         "height": height if valid else None,
     }
-
-
-def _write(path: str, payload: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(payload)
