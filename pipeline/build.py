@@ -507,10 +507,10 @@ def shards_to_write(
 
 
 def write_metadata(
-    plan: Plan, options: BuildOptions, output_dir: str, summaries: list[dict], num_shards: Mapping[str, int]
+    plan: Plan, options: BuildOptions, scratch: Scratch, summaries: list[dict], num_shards: Mapping[str, int]
 ) -> manifest.Manifest:
     """manifest.json, rejected.tsv and synsets.tsv from the units' summaries and the shards' results."""
-    scratch = Scratch(output_dir)
+    output_dir = scratch.output_dir
     splits, image_rejections = {}, []
     for split, count in sorted(num_shards.items()):
         results = [_read_result(scratch, shards.shard_name(split, i, count)) for i in range(count)]
@@ -537,7 +537,7 @@ def write_metadata(
         num_rejected=len(image_rejections),
         num_annotations_rejected=len(box_rejections),
         options=options.to_json(),
-        source={"layout": plan.layout, "input_dir": plan.input_dir, "files": dict(plan.fingerprint)},
+        source=plan.source,
     )
     plan.synsets.write_tsv(files.join(output_dir, manifest.SYNSETS_NAME))
     manifest.write_rejected(output_dir, image_rejections + box_rejections)

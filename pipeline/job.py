@@ -61,7 +61,7 @@ def run(request: Request, console: Console) -> manifest.Manifest:
     for warning in warnings:
         console.warn(warning)
     _write(plan, request, scratch, summaries, counts, num_shards, console)
-    built = build.write_metadata(plan, request.options, request.output_dir, summaries, num_shards)
+    built = build.write_metadata(plan, request.options, scratch, summaries, num_shards)
     files.remove_tree(scratch.root)
     _summary(console, built, request.output_dir, time.monotonic() - started)
     return built
@@ -115,13 +115,7 @@ class _ResultCounter:
 
 def _build_key(plan: layouts.Plan, options: BuildOptions) -> dict:
     """What makes two builds the same build: a resume must match it."""
-    return {
-        "input_dir": plan.input_dir,
-        "layout": plan.layout,
-        "files": dict(plan.fingerprint),
-        "options": options.to_json(),
-        "format_version": manifest.FORMAT_VERSION,
-    }
+    return {**plan.source, "options": options.to_json(), "format_version": manifest.FORMAT_VERSION}
 
 
 def prepare_output(output_dir: str, scratch: build.Scratch, key: dict, *, overwrite: bool, resume: bool) -> bool:

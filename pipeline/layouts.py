@@ -123,6 +123,11 @@ class Plan:
     def is_official_imagenet(self) -> bool:
         return self.layout != "imagefolder" and len(self.synsets) == OFFICIAL_NUM_CLASSES
 
+    @property
+    def source(self) -> dict:
+        """What was read, as the manifest records it (and a resume must find unchanged)."""
+        return {"layout": self.layout, "input_dir": self.input_dir, "files": dict(self.fingerprint)}
+
 
 def plan(input_dir: str, options: BuildOptions | None = None) -> Plan:
     """Detects the layout of `input_dir` and checks it can be built with these options."""
