@@ -13,7 +13,8 @@ the caller can list it in rejected.tsv and carry on. Only a programming error
 
 Cost per image on the 2-core dev machine (400x350 q90 baseline photo, ~45 KB,
 kept as is; best of 3 x 1500 runs):
-  validate='header'  ~25 us   (open + header only)
+  validate='header'  a few us (markers walked without Pillow; ~40 us when
+                               Pillow must judge: PNG, CMYK, odd JPEGs)
   validate='decode'  ~320-370 us  (1/8-scale draft decode: every entropy-coded
                                byte is still Huffman-decoded; IDCT and colour
                                conversion are nearly free)
@@ -200,8 +201,7 @@ def _plain_jpeg_kept(data: bytes, resize_max_side: int, max_pixels: int) -> Norm
     _, width, height, components = frame
     if width * height > max_pixels or _target_size(width, height, resize_max_side) is not None:
         return None
-    gray = components == 1
-    return NormalisedImage(data, height, width, 1 if gray else 3, "GRAY" if gray else "RGB", conversion="")
+    return _kept(data, width, height, gray=components == 1)
 
 
 def _normalise_jpeg(
@@ -220,15 +220,12 @@ def _normalise_jpeg(
         # proof of integrity at a fraction of a full decode's cost.
         image.draft(image.mode, (max(1, width // _DRAFT_SCALE), max(1, height // _DRAFT_SCALE)))
         image.load()
-    gray = image.mode == "L"
-    return NormalisedImage(
-        jpeg=data,
-        height=height,
-        width=width,
-        channels=1 if gray else 3,
-        colorspace="GRAY" if gray else "RGB",
-        conversion="",
-    )
+    return _kept(data, width, height, gray=image.mode == "L")
+
+
+def _kept(data: bytes, width: int, height: int, *, gray: bool) -> NormalisedImage:
+    """A plain JPEG stored byte for byte."""
+    return NormalisedImage(data, height, width, 1 if gray else 3, "GRAY" if gray else "RGB", conversion="")
 
 
 def _reencode(image: ImageFile.ImageFile, steps: list[str], target: tuple[int, int] | None) -> NormalisedImage:

@@ -105,7 +105,8 @@ def sample_split(shards_dir: str, split: str, num_shards: int, count: int) -> li
         path = files.join(shards_dir, shards.shard_name(split, index, num_shards))
         if not files.exists(path):
             raise FileNotFoundError(
-                f"{path} is listed in manifest.json but missing; run `python -m records verify` and rebuild the records"
+                f"{path} is listed in manifest.json but missing; `python -m records verify RECORDS_DIR` lists every "
+                "missing shard: restore them or rebuild the records"
             )
         wanted = min(per_shard, count - len(records))
         try:
@@ -348,7 +349,4 @@ def _save_figure(figure, path: str) -> str:
 def _save_png(image: Image.Image, path: str) -> None:
     out = io.BytesIO()
     image.save(out, "PNG")
-    parent = posixpath.dirname(path)
-    if parent:
-        files.makedirs(parent)
-    files.write_atomically(path, out.getvalue())
+    files.write_atomically(path, out.getvalue())  # local parent folders are created as needed
