@@ -32,6 +32,7 @@ import numpy as np
 from absl import flags, logging
 
 from bench import Figure
+from records import files
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("predict_model", "sqnxt_1_0_23", "Network to time (estimator/nets names).")
@@ -63,9 +64,7 @@ def _write_images(directory: str, count: int) -> list[str]:
             picture, _ = pictures.draw_picture(index % 10 + 1, 10, width, height, rng)
             out = io.BytesIO()
             picture.save(out, "JPEG", quality=quality)
-            with open(path + ".tmp", "wb") as f:
-                f.write(out.getvalue())
-            os.replace(path + ".tmp", path)
+            files.write_atomically(path, out.getvalue())
         paths.append(path)
     return paths
 
@@ -180,15 +179,14 @@ def run(workdir: str) -> list[Figure]:
         calls = _serving_latencies(export_path, paths)
     finally:
         shutil.rmtree(export_path)
-    logging.info(
-        "SavedModel: %.1f ms for 1 image, %.1f ms for %d",
-        statistics.median(calls[1]) * 1e3,
-        statistics.median(calls[len(paths)]) * 1e3,
-        len(paths),
-    )
+    median_ms = {size: statistics.median(times) * 1e3 for size, times in calls.items()}
+    logging.info("SavedModel: %.1f ms for 1 image, %.1f ms for %d", median_ms[1], median_ms[len(paths)], len(paths))
     what = f"{FLAGS.predict_model} at {image_size}px, {FLAGS.predict_num_classes} classes; {os.cpu_count()} CPUs"
-    serving_ms_per_image = statistics.median(calls[len(paths)]) * 1e3 / len(paths)
-    return _cli_figures(cli, len(paths), what, serving_ms_per_image) + _serving_figures(calls, len(paths), what)
+    serving_ms_per_image = median_ms[len(paths)] / len(paths)
+    return [
+        *_cli_figures(cli, len(paths), what, serving_ms_per_image),
+        *_serving_figures(calls, median_ms, len(paths), what),
+    ]
 
 
 def _cli_figures(seconds: dict[str, list[float]], count: int, what: str, serving_ms_per_image: float) -> list[Figure]:
@@ -229,8 +227,8 @@ def _cli_figures(seconds: dict[str, list[float]], count: int, what: str, serving
     ]
 
 
-def _serving_figures(calls: dict[int, list[float]], count: int, what: str) -> list[Figure]:
-    single, batch = statistics.median(calls[1]) * 1e3, statistics.median(calls[count]) * 1e3
+def _serving_figures(calls: dict[int, list[float]], median_ms: dict[int, float], count: int, what: str) -> list[Figure]:
+    single, batch = median_ms[1], median_ms[count]
     return [
         Figure(
             "SavedModel: latency, batch of 1",

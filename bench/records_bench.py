@@ -1,26 +1,29 @@
 """Records-job speed: `python -m pipeline` as a user runs it, against a plain converter.
 
 Measured per --validate mode, at two dataset sizes N and kN (default 4N):
-  * wall time of the whole `python -m pipeline` process (a subprocess; the
-    DirectRunner's multi-process default, all cores), startup included;
+  * wall time of the whole `python -m pipeline` process (a subprocess, on
+    the DirectRunner's multi-process mode on every core: --records_pipeline_args
+    holds it there, since left to choose the job writes small builds
+    in-process), startup included;
   * MARGINAL images/s = (kN - N) / (t_kN - t_N): the fixed cost (imports,
     planning, worker start, teardown) cancels out, leaving the rate a
     1.28M-image run would see. The fixed cost is reported too (the intercept);
   * peak memory of the whole process tree. The runner starts its SDK workers
     as subprocesses, so one process's peak says little; a sampler thread reads
     /proc for the launcher and every descendant every --records_sample_ms.
-    Plain summed RSS counts the shared library pages (TensorFlow's ~250 MB)
-    once per process, so a transient extra worker looks like 250 MB more
-    data; the figure is instead anonymous + shmem memory summed (private to
-    each process: heap, buffers) plus the largest file-backed RSS (the
-    libraries, counted once). Summed RSS, the anonymous part and the largest
-    single process go to the notes. A child caught between fork and exec
-    still shows its parent's pages (this process holds TensorFlow once other
-    sections are imported), so young processes still running their parent's
-    command line are skipped; for the same reason wait4's ru_maxrss, which
-    keeps the pre-exec high-water mark, is not used. The target is
-    on growth: memory bounded by one shard, not by the dataset, means kN
-    costs what N does; the per-image slope says what 1.33M images would add.
+    Plain summed RSS counts the shared library pages (Python's, Beam's,
+    NumPy's: ~60 MB in a worker) once per process, so a transient extra
+    worker looks like 60 MB more data; the figure is instead anonymous +
+    shmem memory summed (private to each process: heap, buffers) plus the
+    largest file-backed RSS (the libraries, counted once). Summed RSS, the
+    anonymous part and the largest single process go to the notes. A child
+    caught between fork and exec still shows its parent's pages (this
+    process holds TensorFlow once other sections are imported), so young
+    processes still running their parent's command line are skipped; for
+    the same reason wait4's ru_maxrss, which keeps the pre-exec high-water
+    mark, is not used. The target is on growth: memory bounded by one
+    shard, not by the dataset, means kN costs what N does; the per-image
+    slope says what 1.33M images would add.
 
 Other work on the machine only ever adds time, so each figure takes the
 fastest of --records_repeats runs, interleaved so that a burst of load hits
@@ -103,10 +106,16 @@ TARGET_IMAGES_PER_S = {"decode": 3000.0, "header": 4000.0}
 TARGET_RSS_GROWTH = 1.15  # peak at kN / peak at N
 IMAGENET_IMAGES = 1_281_167 + 50_000
 BASELINE = "plain converter"
-BASELINE_PREFIX = "baseline-"
+JOB, PLAIN = "job", "baseline"  # who ran, in the runs' keys (who, mode, images)
 
 
 # --- the runs -----------------------------------------------------------------------
+
+
+def default_shards(dataset: data.BenchDataset) -> tuple[int, int]:
+    """(train, validation) shard counts at --records_images_per_shard images a shard, as for real ImageNet."""
+    per_shard = FLAGS.records_images_per_shard
+    return math.ceil(dataset.num_train / per_shard), math.ceil(dataset.num_val / per_shard)
 
 
 def pipeline_command(
@@ -117,10 +126,8 @@ def pipeline_command(
     runner_args: Sequence[str] | None = None,
 ) -> list[str]:
     """`python -m pipeline` as a user runs it; shards (train, validation) default to
-    --records_images_per_shard images a shard, as for real ImageNet, runner_args to
-    --records_pipeline_args."""
-    per_shard = FLAGS.records_images_per_shard
-    train, validation = shards or (math.ceil(dataset.num_train / per_shard), math.ceil(dataset.num_val / per_shard))
+    default_shards(dataset), runner_args to --records_pipeline_args."""
+    train, validation = shards or default_shards(dataset)
     return [
         sys.executable,
         "-m",
@@ -207,28 +214,22 @@ def run(workdir: str) -> list[Figure]:
     os.makedirs(logs, exist_ok=True)
     output_dir = os.path.join(root, "records-out")
 
-    runs: dict[tuple[str, int], list[ProcessRun]] = {}
+    runs: dict[tuple[str, str, int], list[ProcessRun]] = {}
     for repeat in range(max(FLAGS.records_repeats, FLAGS.records_baseline_repeats)):
         for n, dataset in datasets.items():  # interleaved, so a burst of other load hits every subject
-            jobs = modes if repeat < FLAGS.records_repeats else []
-            baseline = [f"{BASELINE_PREFIX}{m}" for m in modes] if repeat < FLAGS.records_baseline_repeats else []
-            for subject in [*jobs, *baseline]:
-                log_path = os.path.join(logs, f"{subject}-{n}-{repeat}.log")
-                if subject.startswith(BASELINE_PREFIX):
-                    one = run_baseline(dataset, subject.removeprefix(BASELINE_PREFIX), output_dir, log_path)
-                else:
-                    one = run_pipeline(dataset, subject, output_dir, log_path)
-                _log_run(subject, one)
-                runs.setdefault((subject, n), []).append(one)
+            for who, repeats in ((JOB, FLAGS.records_repeats), (PLAIN, FLAGS.records_baseline_repeats)):
+                if repeat >= repeats:
+                    continue
+                for mode in modes:
+                    log_path = os.path.join(logs, f"{who}-{mode}-{n}-{repeat}.log")
+                    one = (run_pipeline if who == JOB else run_baseline)(dataset, mode, output_dir, log_path)
+                    _log_run(who, mode, one)
+                    runs.setdefault((who, mode, n), []).append(one)
     return figures(runs, datasets, modes)
 
 
-def _log_run(subject: str, run_: ProcessRun) -> None:
-    what = (
-        f"{BASELINE} --validate={subject.removeprefix(BASELINE_PREFIX)}"
-        if subject.startswith(BASELINE_PREFIX)
-        else f"pipeline --validate={subject}"
-    )
+def _log_run(who: str, mode: str, run_: ProcessRun) -> None:
+    what = f"{'pipeline' if who == JOB else BASELINE} --validate={mode}"
     busy = process.other_share(run_) > FLAGS.records_busy_share
     logging.info(
         "%s, %d images: %.1fs wall, %.1fs CPU (other processes used %.0f%% of the machine%s); peak tree "
@@ -251,7 +252,7 @@ def _log_run(subject: str, run_: ProcessRun) -> None:
 
 
 def figures(
-    runs: dict[tuple[str, int], list[ProcessRun]], datasets: dict[int, data.BenchDataset], modes: Sequence[str]
+    runs: dict[tuple[str, str, int], list[ProcessRun]], datasets: dict[int, data.BenchDataset], modes: Sequence[str]
 ) -> list[Figure]:
     small, large = sorted(datasets)
     summary = {key: process.summarise(value) for key, value in runs.items()}
@@ -265,8 +266,7 @@ def figures(
     kb_per_image = datasets[large].num_bytes / datasets[large].num_images / 1024
     out = []
     for mode in modes:
-        job = summary[(mode, small)], summary[(mode, large)]
-        base = summary[(f"{BASELINE_PREFIX}{mode}", small)], summary[(f"{BASELINE_PREFIX}{mode}", large)]
+        job, base = ((summary[(who, mode, small)], summary[(who, mode, large)]) for who in (JOB, PLAIN))
         out += _speed_figures(f"records --validate={mode}", mode, job, base, f"{contended}{kb_per_image:.0f} KB/JPEG")
         out += _memory_figures(f"records --validate={mode}", job, base)
     return out

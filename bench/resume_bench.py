@@ -20,7 +20,8 @@ import time
 from absl import flags
 
 from bench import Figure, data, records_bench
-from bench.process import measure_process
+from bench.process import REPO_ROOT, measure_process
+from records import files, shards
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("resume_images", 16000, "Images (train + val) in the build that is killed and resumed.")
@@ -30,22 +31,21 @@ MODE = "decode"
 
 
 def _shards_written(output_dir: str) -> int:
-    if not os.path.isdir(output_dir):
-        return 0
-    return sum(1 for n in os.listdir(output_dir) if "-of-" in n and ".tmp-" not in n)
+    """Finished shards of any split (a shard being written has a temporary name); 0 before the folder exists."""
+    return len(files.match(output_dir, shards.shard_pattern("*")))
 
 
-def _kill_when(command: list[str], output_dir: str, shards: int) -> None:
+def _kill_when(command: list[str], output_dir: str, count: int) -> None:
     process = subprocess.Popen(
         command,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=records_bench.process.REPO_ROOT,
+        cwd=REPO_ROOT,
     )
-    while _shards_written(output_dir) < shards:
+    while _shards_written(output_dir) < count:
         if process.poll() is not None:
-            raise RuntimeError(f"the build ended before {shards} shards were written; lower --resume_kill_fraction")
+            raise RuntimeError(f"the build ended before {count} shards were written; lower --resume_kill_fraction")
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -57,14 +57,15 @@ def run(workdir: str) -> list[Figure]:
     logs = os.path.join(root, "logs")
     os.makedirs(logs, exist_ok=True)
     out = os.path.join(root, "records-out")
-    full = records_bench.run_pipeline(dataset, MODE, out, os.path.join(logs, "full.log"))
+    counts = records_bench.default_shards(dataset)
+    total_shards = sum(counts)
+    full = records_bench.run_pipeline(dataset, MODE, out, os.path.join(logs, "full.log"), shards=counts)
     shutil.rmtree(out, ignore_errors=True)
-    command = records_bench.pipeline_command(dataset, MODE, out)
-    total_shards = sum(int(a.split("=")[1]) for a in command if a.startswith(("--train_shards", "--validation_shards")))
+    command = records_bench.pipeline_command(dataset, MODE, out, shards=counts)
     killed_at = max(1, int(total_shards * FLAGS.resume_kill_fraction))
     _kill_when(command, out, killed_at)
     left = _shards_written(out)
-    resumed = measure_process([*command, "--resume"], os.path.join(logs, "resume.log"), 0.05)
+    resumed = measure_process([*command, "--resume"], os.path.join(logs, "resume.log"), FLAGS.records_sample_ms / 1000)
     shutil.rmtree(out, ignore_errors=True)
     return [
         Figure(
