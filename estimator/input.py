@@ -51,6 +51,7 @@ def split_files(records_dir: str, split: str) -> SplitFiles:
         raise ValueError(
             f"{files.join(records_dir, manifest.MANIFEST_NAME)} has no {split!r} split "
             f"(it has: {', '.join(sorted(build.splits)) or 'none'}); rebuild the records including {split}"
+            + (" (--validation_fraction=0.1 holds out part of train)" if split == "validation" else "")
         )
     stats = build.splits[split]
     if stats.num_examples == 0:

@@ -292,6 +292,11 @@ def check_summaries(plan: Plan, options: BuildOptions, summaries: list[dict]) ->
             "the classes you have with --synsets_file, or pass --allow_empty_classes"
         )
     warnings = [f"{len(truncated)} truncated tars: their images are rejected ({truncated[0]})"] if truncated else []
+    if "validation" not in plan.units:
+        warnings.append(
+            "no validation images: estimator.train evaluates on a validation split; "
+            "pass --validation_fraction=0.1 to hold out 10% of each class"
+        )
     if empty:
         warnings.append(f"{len(empty)} classes have no training images: {', '.join(empty[:10])}")
     return warnings + _official_count_warnings(plan, options, counts)

@@ -221,11 +221,13 @@ def _summary(console: Console, built: manifest.Manifest, output_dir: str, second
             f"({min(stats.shard_counts)}-{max(stats.shard_counts)} per shard), {stats.num_rejected} rejected"
             + (f", converted {conversions}" if conversions else "")
         )
-    if built.num_rejected or built.num_annotations_rejected:
-        console.warn(
-            f"rejected {_count(built.num_rejected, 'image')} and {_count(built.num_annotations_rejected, 'box file')}: "
-            f"reasons in {files.join(output_dir, manifest.REJECTED_NAME)}"
-        )
+    rejected = [
+        _count(n, noun)
+        for n, noun in ((built.num_rejected, "image"), (built.num_annotations_rejected, "box file"))
+        if n
+    ]
+    if rejected:
+        console.warn(f"rejected {' and '.join(rejected)}: reasons in {files.join(output_dir, manifest.REJECTED_NAME)}")
 
 
 def _count(number: int, noun: str) -> str:
