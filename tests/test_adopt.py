@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import pathlib
 
 import pytest
 import tensorflow as tf
+from model_util import sample_files
+from pipeline_util import run_module
 
 from records import adopt, inspect, manifest, synsets, verify
 
@@ -48,13 +49,14 @@ def write_reference_build(
     texts = {c["wnid"]: c["text"] for c in truth["classes"]}
     written = {}
     for split, num_shards in shards:
-        chosen = [i for i in truth["images"] if i["split"] == split and i["kind"] in PLAIN_KINDS]
+        chosen = [
+            (path, image) for path, image in sample_files(sample_dir, truth, PLAIN_KINDS) if image["split"] == split
+        ]
         writers = [
             tf.io.TFRecordWriter(os.path.join(out, f"{split}-{n:05d}-of-{num_shards:05d}")) for n in range(num_shards)
         ]
-        for number, image in enumerate(chosen):
-            folder = f"train/{image['wnid']}" if split == "train" else "val"
-            data = (sample_dir / "folders" / folder / image["name"]).read_bytes()
+        for number, (path, image) in enumerate(chosen):
+            data = pathlib.Path(path).read_bytes()
             example = _example(image, data, texts[image["wnid"]], keys, label_offset)
             if edit:
                 edit(number, example)
@@ -138,20 +140,10 @@ def test_the_readers_point_to_adopt_and_the_cli_adopts(reference, tmp_path):
     source, written = reference
     with pytest.raises(FileNotFoundError, match=f"python -m records adopt {source}"):
         manifest.read_manifest(str(source))
-    result = subprocess.run(
-        [sys.executable, "-m", "records", "adopt", str(source), f"--out_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("records", "adopt", str(source), f"--out_dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert f"adopted {source}: 4 classes" in result.stdout and f"--records_dir={tmp_path}" in result.stdout
-    again = subprocess.run(
-        [sys.executable, "-m", "records", "adopt", str(source), f"--out_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_module("records", "adopt", str(source), f"--out_dir={tmp_path}")
     assert (
         again.returncode == 2 and again.stderr.startswith("error: cannot adopt") and "needs no adopting" in again.stderr
     )
@@ -162,19 +154,13 @@ def test_the_trainer_trains_on_an_adopted_build_kept_elsewhere(reference, tmp_pa
     source, written = reference
     meta, model_dir = tmp_path / "meta", tmp_path / "model"
     adopt.adopt(str(source), str(meta))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "estimator.train",
-            f"--records_dir={meta}",
-            f"--model_dir={model_dir}",
-            "--image_size=48",
-            "--batch_size=8",
-            "--train_steps=10",
-        ],
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "estimator.train",
+        f"--records_dir={meta}",
+        f"--model_dir={model_dir}",
+        "--image_size=48",
+        "--batch_size=8",
+        "--train_steps=10",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]

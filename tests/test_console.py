@@ -11,6 +11,7 @@ import sys
 import termios
 
 import pytest
+from pipeline_util import run_module
 
 CHATTER = ("sdk_worker", "FutureWarning", "crcmod", "Pipeline_options", "statecache", "oneDNN", "INFO", "WARNING:")
 
@@ -60,28 +61,11 @@ def test_the_console_shows_the_job_and_nothing_else(sample_dir, tmp_path):
 
 @pytest.mark.slow
 def test_verbose_shows_beams_logging_and_a_log_reader_gets_one_line_per_step(sample_dir, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline", f"--input_dir={sample_dir / 'folders'}", f"--output_dir={tmp_path}/a"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_module("pipeline", f"--input_dir={sample_dir / 'folders'}", f"--output_dir={tmp_path}/a")
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith(("indexing", "writing shards"))]
     assert [s.split(":")[0] for s in steps] == ["indexing", "writing shards"]  # not a terminal: no bars
     assert steps[1].startswith("writing shards: 48 images in ")
-    verbose = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            f"--input_dir={sample_dir / 'folders'}",
-            f"--output_dir={tmp_path}/b",
-            "--verbose",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    verbose = run_module("pipeline", f"--input_dir={sample_dir / 'folders'}", f"--output_dir={tmp_path}/b", "--verbose")
     assert verbose.returncode == 0 and "DirectRunner" in verbose.stderr
     assert not (tmp_path / "b" / "build.log").exists()

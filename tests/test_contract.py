@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -30,20 +31,25 @@ RECORD = features.ImageRecord(
     text="tench, Tinca tinca",
     boxes=((0.125, 0.25, 0.5, 0.875), (0.0, 0.0, 1.0, 1.0)),  # float32-exact
 )
+# An image-folder dataset's class: its folder name, not a WordNet id, with a space in it.
+FOLDER_RECORD = dataclasses.replace(RECORD, filename="red rose/IMG_0001.jpg", synset="red rose", text="red rose")
+RECORDS = pytest.mark.parametrize("record", [RECORD, FOLDER_RECORD], ids=["wnid", "folder name"])
 
 
-def test_python_round_trip_gives_back_every_field():
-    assert features.from_example(features.serialize(RECORD)) == RECORD
+@RECORDS
+def test_python_round_trip_gives_back_every_field(record):
+    assert features.from_example(features.serialize(record)) == record
 
 
-def test_parse_spec_gives_back_every_field_in_tensorflow():
-    parsed = parsing.parse_example(tf.constant(features.serialize(RECORD)))
-    assert parsed[features.ENCODED].numpy() == RECORD.encoded
-    assert parsed[features.FILENAME].numpy().decode() == RECORD.filename
+@RECORDS
+def test_parse_spec_gives_back_every_field_in_tensorflow(record):
+    parsed = parsing.parse_example(tf.constant(features.serialize(record)))
+    assert parsed[features.ENCODED].numpy() == record.encoded
+    assert parsed[features.FILENAME].numpy().decode() == record.filename
     assert (parsed[features.HEIGHT].numpy(), parsed[features.WIDTH].numpy()) == (30, 40)
     assert (parsed[features.LABEL].numpy(), parsed[features.CHANNELS].numpy()) == (7, 3)
-    assert parsed[features.SYNSET].numpy().decode() == RECORD.synset
-    assert parsed[features.TEXT].numpy().decode() == RECORD.text
+    assert parsed[features.SYNSET].numpy().decode() == record.synset
+    assert parsed[features.TEXT].numpy().decode() == record.text
     assert parsed[features.COLORSPACE].numpy() == b"RGB" and parsed[features.FORMAT].numpy() == b"JPEG"
     # tf.image order: ymin, xmin, ymax, xmax
     np.testing.assert_allclose(parsed["boxes"].numpy(), [[0.25, 0.125, 0.875, 0.5], [0, 0, 1, 1]], atol=1e-7)

@@ -7,12 +7,10 @@ import errno
 import io
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 
 import pytest
-from pipeline_util import build_records
+from pipeline_util import build_records, run_module
 
 from pipeline import build, layouts
 from pipeline.errors import InputError
@@ -118,9 +116,7 @@ def test_killed_builds_are_refused_resumed_or_overwritten_and_leave_no_temporari
 
 
 def _cli(*args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return run_module("pipeline", *args, env=env, timeout=timeout)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,9 @@ model on your own classes (built by the records job from image folders), predict
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from pipeline_util import build_records
+from pipeline_util import build_records, run_module
 
 from pipeline import sample_folders
 from records import manifest
@@ -16,8 +14,8 @@ from records import manifest
 TRAIN = ("--image_size=48", "--batch_size=16", "--train_steps=40", "--save_checkpoints_steps=40")
 
 
-def _run(module: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
+def _run(module: str, *args: str):
+    result = run_module(module, *args, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_records, read_split
 
 from pipeline import layouts, sample_folders
 from pipeline.errors import InputError
@@ -33,7 +33,7 @@ def built(input_dir, tmp_path_factory):
 
 
 def _records(out):
-    return {split: [r for shard in read_split(out, split).values() for r in shard] for split in ("train", "validation")}
+    return {split: read_records(out, split) for split in ("train", "validation")}
 
 
 def test_same_named_files_keep_their_own_pixels(built, input_dir, folder_truth):

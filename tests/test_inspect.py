@@ -7,17 +7,14 @@ import os
 import pathlib
 import shutil
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split, run_module
 
 from records import inspect, manifest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_SHARDS, VALIDATION_SHARDS = 3, 2
 # What the sample generator's hostile kinds must be rejected as (rejected.tsv's reason categories).
 REJECTION_KIND = {
@@ -153,16 +150,8 @@ def test_plots_are_written_as_pngs(summary, tmp_path):
         assert np.asarray(image.convert("L")).std() > 5, f"{path} is blank"
 
 
-def _cli(*args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "records", *map(str, args)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _cli(*args):
+    return run_module("records", *args, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120)
 
 
 def test_cli_prints_the_summary_and_writes_sheet_and_plots(built, tmp_path):

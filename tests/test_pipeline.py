@@ -14,7 +14,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
-from pipeline_util import build_records, read_split
+from pipeline_util import REPO_ROOT, build_records, read_records, read_split, run_module
 
 from pipeline import build, layouts
 from pipeline.errors import InputError
@@ -32,10 +32,7 @@ def built(request, sample_dir, tmp_path_factory):
 
 
 def _records_by_name(out):
-    return {
-        split: {r.filename: r for shard in read_split(out, split).values() for r in shard}
-        for split in ("train", "validation")
-    }
+    return {split: {r.filename: r for r in read_records(out, split)} for split in ("train", "validation")}
 
 
 def test_every_valid_image_once_with_label_text_and_boxes(built, sample_truth):
@@ -174,14 +171,13 @@ def test_portable_runner_gives_the_same_shards(sample_dir, tmp_path):
         assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "portable" / name).read_bytes()
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = "us-central1-docker.pkg.dev/example-project/records/records:1"
 
 
 def _make_dataflow_arguments(**variables) -> list[str]:
     """The arguments `make dataflow` passes to `python -m pipeline` (make -n: nothing runs)."""
     command = ["make", "-n", "dataflow", *(f"{k}={v}" for k, v in variables.items())]
-    printed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     words = shlex.split(printed.replace("\\\n", " "))
     return words[words.index("pipeline", words.index("-m")) + 1 :]
 
@@ -255,21 +251,14 @@ def test_existing_output_needs_overwrite(sample_dir, tmp_path):
 @pytest.mark.slow
 def test_the_command_line_on_worker_processes_reports_what_it_wrote(sample_dir, tmp_path):
     """`python -m pipeline` with the multi-process runner: its workers import the project by name."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            f"--input_dir={sample_dir / 'kaggle'}",
-            f"--output_dir={tmp_path}",
-            "--train_shards=2",
-            "--validation_shards=1",
-            "--direct_running_mode=multi_processing",
-            "--direct_num_workers=2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    out = run_module(
+        "pipeline",
+        f"--input_dir={sample_dir / 'kaggle'}",
+        f"--output_dir={tmp_path}",
+        "--train_shards=2",
+        "--validation_shards=1",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
     )
     assert out.returncode == 0, out.stderr[-3000:]
     built = manifest.read_manifest(str(tmp_path))

@@ -9,8 +9,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import tarfile
 import xml.etree.ElementTree as ET
 
@@ -18,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from pipeline_util import run_module
 
 from pipeline import pictures, sample
 
@@ -408,22 +407,14 @@ def test_regenerating_replaces_an_earlier_sample(tmp_path):
 
 
 def test_command_line(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.sample",
-            f"--output_dir={tmp_path}",
-            "--num_classes=2",
-            "--train_per_class=2",
-            "--val_per_class=1",
-            "--noquirks",
-            "--seed=3",
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
+    result = run_module(
+        "pipeline.sample",
+        f"--output_dir={tmp_path}",
+        "--num_classes=2",
+        "--train_per_class=2",
+        "--val_per_class=1",
+        "--noquirks",
+        "--seed=3",
         timeout=60,
     )
     assert result.returncode == 0, result.stderr

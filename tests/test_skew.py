@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from model_util import calibrate_batch_norm, sample_files
-from pipeline_util import build_records, read_split
+from pipeline_util import build_records, read_split, run_module
 
 from estimator import export, predict, train
 from estimator import input as input_lib
@@ -28,13 +26,8 @@ from records import synsets
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 32
 QUIRKS = {"cmyk", "png", "grayscale", "progressive"}
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 class Trained:
@@ -78,7 +71,7 @@ class Trained:
         # values, which saturates every softmax to one-hot; calibrate them on the
         # training images so the probability comparisons below can see a difference.
         calibrate_batch_norm(self.model_dir, np.stack(self.features[: len(self.features) // 2]))
-        exported = _run_cli("estimator.export", f"--model_dir={self.model_dir}", f"--export_dir={root / 'exports'}")
+        exported = run_module("estimator.export", f"--model_dir={self.model_dir}", f"--export_dir={root / 'exports'}")
         assert exported.returncode == 0, exported.stderr[-3000:]
         self.export_path = exported.stdout.strip().splitlines()[-1]
         self.predictor = predict.load_predictor(self.model_dir)
@@ -157,7 +150,7 @@ def test_probabilities_agree_across_record_file_and_saved_model(trained, served)
 def test_predict_cli_json_and_a_failed_file(trained, sample_dir, sample_truth):
     good = [trained.paths[i] for i in (0, trained.kinds.index("cmyk"), trained.kinds.index("png"))]
     ((hostile, _),) = sample_files(sample_dir, sample_truth, kinds={"truncated"}, valid=False)[:1]
-    done = _run_cli(
+    done = run_module(
         "estimator.predict", f"--model_dir={trained.model_dir}", "--json", "--batch_size=2", good[0], hostile, *good[1:]
     )
     assert done.returncode != 0
@@ -177,7 +170,7 @@ def test_predict_cli_json_and_a_failed_file(trained, sample_dir, sample_truth):
 
 def test_predict_cli_text(trained):
     path = trained.paths[trained.kinds.index("grayscale")]
-    done = _run_cli("estimator.predict", f"--model_dir={trained.model_dir}", path)
+    done = run_module("estimator.predict", f"--model_dir={trained.model_dir}", path)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     (expected,) = predict.predict_files(trained.predictor, [path])

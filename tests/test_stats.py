@@ -3,17 +3,13 @@
 import csv
 import functools
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
+from pipeline_util import run_module
 
 from estimator import nets, stats
 from estimator.nets import layers, squeezenext
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @functools.cache
@@ -195,9 +191,7 @@ def test_csv_has_one_row_per_layer_and_a_total(tmp_path):
 
 
 def _run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "estimator.stats", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    return run_module("estimator.stats", *args, timeout=120)
 
 
 def test_cli_writes_what_the_library_computes(tmp_path):

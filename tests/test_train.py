@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from pipeline_util import REPO_ROOT, run_module
 from records_util import cut_last_record, flip_byte, make_records, replace_split, write_records_dir
 
 from estimator import finetune, predict, stats, train
 from estimator import model_dir as model_dir_lib
 from records import manifest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 6
 STEPS = 120
 # Small, fast runs: 32 px images, batch 16, checkpoints only at the start and the end, no graph.pbtxt.
@@ -41,10 +41,16 @@ def records_dir(tmp_path_factory):
     return str(out)
 
 
+def _options(records_dir, model_dir, **overrides):
+    return train.TrainOptions(
+        **{**dict(records_dir=records_dir, model_dir=model_dir, train_steps=1), **QUICK, **overrides}
+    )
+
+
 @pytest.fixture(scope="module")
 def trained(records_dir, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("model"))
-    metrics = train.run(train.TrainOptions(records_dir=records_dir, model_dir=model_dir, train_steps=STEPS, **QUICK))
+    metrics = train.run(_options(records_dir, model_dir, train_steps=STEPS))
     return model_dir, metrics
 
 
@@ -86,18 +92,12 @@ def test_rerun_resumes_from_the_global_step(trained, records_dir):
     model_dir, first = trained
     # The fine-tune flag points nowhere: a model_dir with its own checkpoint must not even look.
     metrics = train.run(
-        train.TrainOptions(
-            records_dir=records_dir,
-            model_dir=model_dir,
-            train_steps=STEPS + 5,
-            fine_tune_ckpt=os.path.join(model_dir, "missing"),
-            **QUICK,
-        )
+        _options(records_dir, model_dir, train_steps=STEPS + 5, fine_tune_ckpt=os.path.join(model_dir, "missing"))
     )
     assert metrics["global_step"] == STEPS + 5
     assert metrics["top1"] >= first["top1"] - 0.2  # continued from the trained weights, not from scratch
     # Already at max_steps: nothing to train, the final evaluation still runs and is written.
-    again = train.run(train.TrainOptions(records_dir=records_dir, model_dir=model_dir, train_steps=STEPS + 5, **QUICK))
+    again = train.run(_options(records_dir, model_dir, train_steps=STEPS + 5))
     assert again == pytest.approx(metrics)
 
 
@@ -112,15 +112,15 @@ def test_fine_tune_onto_other_classes_then_predict_names_them(trained, tmp_path)
     new_records = tmp_path / "flowers"
     write_records_dir(new_records, num_classes=len(NEW_CLASSES), train_per_class=4, class_names=NEW_CLASSES)
     model_dir = tmp_path / "model"
-    options = dict(
-        records_dir=str(new_records), model_dir=str(model_dir), train_steps=3, fine_tune_ckpt=source_dir, **QUICK
-    )
+    options = dict(train_steps=3, fine_tune_ckpt=source_dir)
     with pytest.raises(finetune.FineTuneError, match=r"logits/kernel has shape \[128, 6\] .* \[128, 4\].*logits"):
-        train.run(train.TrainOptions(**options))
+        train.run(_options(str(new_records), str(model_dir), **options))
     assert not (model_dir / model_dir_lib.TRAIN_CONFIG_NAME).exists()
 
     # The corrected rerun, in the same model_dir; a tiny rate keeps the restored weights comparable.
-    metrics = train.run(train.TrainOptions(**options, fine_tune_exclude="logits", learning_rate=1e-7))
+    metrics = train.run(
+        _options(str(new_records), str(model_dir), **options, fine_tune_exclude="logits", learning_rate=1e-7)
+    )
     assert metrics["global_step"] == 3  # a new run, not the source's step
     source, tuned = tf.train.load_checkpoint(source_dir), tf.train.load_checkpoint(str(model_dir))
     kernel = "sqnxt_1_0_23/stage2/block1/expand/kernel"
@@ -131,12 +131,6 @@ def test_fine_tune_onto_other_classes_then_predict_names_them(trained, tmp_path)
     (result,) = predict.predict_arrays(predictor, [np.full((40, 40, 3), 200, np.uint8)])
     assert sorted(top.synset for top in result.top5) == sorted(NEW_CLASSES)
     assert all(top.text == top.synset for top in result.top5)
-
-
-def _options(records_dir, model_dir, **overrides):
-    return train.TrainOptions(
-        **{**dict(records_dir=records_dir, model_dir=model_dir, train_steps=1), **QUICK, **overrides}
-    )
 
 
 @pytest.mark.parametrize(
@@ -242,20 +236,11 @@ def test_corrupt_shard_is_named_with_the_fix(tmp_path):
     with pytest.raises(
         train.CorruptShardsError, match=r"train-00001-of-00003 \(record 7: data CRC mismatch\).*make records"
     ):
-        train.run(
-            train.TrainOptions(records_dir=str(records), model_dir=str(tmp_path / "model"), train_steps=5, **QUICK)
-        )
+        train.run(_options(str(records), str(tmp_path / "model"), train_steps=5))
 
 
 def _cli(*args, env=None, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "estimator.train", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    return run_module("estimator.train", *args, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def test_cli_reports_bad_input_in_one_line_without_a_traceback(records_dir, tmp_path):
@@ -367,7 +352,7 @@ def test_multi_worker_chief_and_worker(records_dir, tmp_path):
         }
         processes[task] = subprocess.Popen(
             [sys.executable, "-m", "estimator.train", *flags],
-            cwd=REPO,
+            cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -7,7 +7,7 @@ import math
 import pytest
 import tensorflow as tf
 
-from records import features, wire
+from records import wire
 
 
 def _tf_example(features_dict) -> tf.train.Example:
@@ -65,23 +65,3 @@ def test_unpacked_repeated_numbers_and_kindless_features_decode():
 def test_junk_is_a_wire_error(junk):
     with pytest.raises(wire.WireError):
         wire.decode(junk)
-
-
-def test_an_image_record_parses_with_the_one_parse_spec():
-    from records import parsing
-
-    record = features.ImageRecord(
-        encoded=b"\xff\xd8jpeg",
-        filename="red rose/IMG_0001.jpg",
-        height=3,
-        width=4,
-        label=2,
-        synset="red rose",
-        text="red rose",
-        boxes=((0.125, 0.25, 0.5, 0.75),),
-    )
-    parsed = parsing.parse_example(tf.constant(features.serialize(record)))
-    assert parsed[features.FILENAME].numpy().decode() == "red rose/IMG_0001.jpg"
-    assert parsed[features.SYNSET].numpy().decode() == "red rose"
-    assert parsed["boxes"].numpy().tolist() == [[0.25, 0.125, 0.75, 0.5]]
-    assert features.from_example(features.serialize(record)) == record
