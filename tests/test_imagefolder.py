@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 
@@ -9,6 +10,7 @@ import pytest
 from pipeline_util import build_records, read_records, read_split
 
 from pipeline import layouts, sample_folders
+from pipeline.console import Console
 from pipeline.errors import InputError
 from records import images, manifest, synsets
 
@@ -71,6 +73,21 @@ def test_every_image_ends_in_one_place_and_unreadable_ones_are_rejected(built, i
     built_manifest = manifest.read_manifest(str(built))
     assert built_manifest.num_rejected == len(broken)
     assert built_manifest.splits["train"].skipped == {"hidden": 1, "not an image": 1}  # counted once
+
+
+def test_without_validation_images_the_build_says_how_to_hold_some_out(input_dir, tmp_path):
+    err = io.StringIO()
+    built = build_records(input_dir, tmp_path / "out", train_shards=1, console=Console(io.StringIO(), err))
+    assert set(built.splits) == {"train"}
+    warnings = err.getvalue().splitlines()
+    assert (
+        warnings.count(
+            "warning: no validation images: estimator.train evaluates on a validation split; "
+            "pass --validation_fraction=0.1 to hold out 10% of each class"
+        )
+        == 1
+    ), warnings
+    assert warnings[-1] == f"warning: rejected 1 image: reasons in {tmp_path / 'out' / manifest.REJECTED_NAME}"
 
 
 def test_validation_fraction_is_stratified_disjoint_and_deterministic(built, input_dir, folder_truth, tmp_path):

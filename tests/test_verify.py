@@ -181,6 +181,14 @@ def test_missing_and_stray_shard_files(copy):
     assert "validation-00001-of-00002" not in {s.name for s in report.shards}
 
 
+def test_a_shard_of_a_split_the_manifest_does_not_know_is_a_stray(copy):
+    shutil.copy(copy / "train-00000-of-00003", copy / "test-00000-of-00001")  # e.g. left from another build
+    report = verify.verify(str(copy), workers=1)
+    assert [p.split(";")[0] for p in report.problems] == [
+        f"{copy / 'test-00000-of-00001'}: not listed in manifest.json (left from another build?)"
+    ]
+
+
 def _truncated_jpeg(data):
     record = features.from_example(data)
     return features.serialize(dataclasses.replace(record, encoded=record.encoded[: len(record.encoded) // 2]))
